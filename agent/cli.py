@@ -1,0 +1,71 @@
+"""`manul`: the command line, one lazily imported module per subcommand.
+
+Each subcommand lives in `agent/commands/<name>.py` and is imported only
+when it runs, so `manul --help` stays fast and a broken optional dependency
+of one command cannot break the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from agent import __version__
+
+# name -> (module, attribute, one-line help shown by `manul --help`)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("agent.commands.run", "run", "Run the node agent in the foreground."),
+    "doctor": ("agent.commands.doctor", "doctor", "Report what this kernel supports."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = COMMANDS.get(cmd_name)
+        if spec is None:
+            return None
+        module = importlib.import_module(spec[0])
+        cmd = getattr(module, spec[1])
+        assert isinstance(cmd, click.Command)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, spec[2]) for name, spec in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="manul")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Manul: kernel-level governance for AI agents.
+
+    \b
+    Start here:
+      manul doctor            what this node's kernel can enforce and observe
+      manul run               the node agent (host mode: examples/registry/)
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(
+        level=max(level, logging.DEBUG),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="manul")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One module per `manul` subcommand; see agent/cli.py."""
