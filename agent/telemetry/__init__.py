@@ -1,0 +1,1 @@
+"""What Manul reports: Prometheus metrics, OpenTelemetry spans, the audit log."""

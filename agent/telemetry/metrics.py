@@ -1,0 +1,46 @@
+"""Every Prometheus metric Manul exports, declared in one place.
+
+docs/metrics.md lists the same names; tests/unit/telemetry checks the two
+agree. Feature packages import the metric objects from here rather than
+declaring their own, so names, labels and help texts stay consistent.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# -- runtime -----------------------------------------------------------------
+BPF_ERRORS = Counter(
+    "manul_bpf_errors_total",
+    "Errors counted inside BPF programs (ring buffer full, failed map update, ...).",
+    ["object", "kind"], registry=REGISTRY)
+RINGBUF_EVENTS = Counter(
+    "manul_ringbuf_events_total", "Ring-buffer records consumed by the agent.",
+    ["ringbuf"], registry=REGISTRY)
+MECHANISM = Gauge(
+    "manul_mechanism_info",
+    "Which kernel mechanism enforces or observes each concern (1 = in use).",
+    ["concern", "mechanism"], registry=REGISTRY)
+
+# -- discovery ---------------------------------------------------------------
+LLM_HANDSHAKES = Counter(
+    "manul_llm_handshakes_total", "TLS handshakes to LLM providers, by classification.",
+    ["classification", "provider"], registry=REGISTRY)
+SHADOW_WORKLOADS = Gauge(
+    "manul_shadow_workloads", "Workloads calling LLM providers without a registration.",
+    registry=REGISTRY)
+
+# -- sandbox -----------------------------------------------------------------
+SANDBOX_DECISIONS = Counter(
+    "manul_sandbox_decisions_total", "Sandbox denials and would-denials seen in the kernel.",
+    ["action", "verdict", "mode"], registry=REGISTRY)
+
+# -- decision point ----------------------------------------------------------
+AUTHZ_DECISIONS = Counter(
+    "manul_authz_decisions_total", "ext_authz decisions.", ["decision"], registry=REGISTRY)
+AUTHZ_LATENCY = Histogram(
+    "manul_authz_decision_seconds", "Time to decide one ext_authz Check.",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
+    registry=REGISTRY)
