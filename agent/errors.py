@@ -39,6 +39,7 @@ class KernelError(ManulError):
         self.obj = obj
         self.program = program
         self.log = log
+        self.message = message
         parts = []
         if obj:
             parts.append(f"object `{obj}`")
@@ -49,6 +50,7 @@ class KernelError(ManulError):
             name = _errno.errorcode.get(self.errno, "?")
             parts.append(f"{name} ({os.strerror(self.errno)})")
         self.reason = ": ".join(parts)
+        self.errname = _errno.errorcode.get(self.errno, "") if self.errno else ""
         super().__init__(self.reason)
 
     def __str__(self) -> str:

@@ -1,0 +1,68 @@
+"""Python mirrors of the runtime structs in bpf/include/manul.h.
+
+Each ctypes structure here has the C struct's name in MIRRORS and its
+members under the same names; tests/host/test_abi.py checks every size and
+offset against the BTF of the compiled objects. Policy-map layouts are
+mirrored in compiler/layout.py instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from ctypes import c_char, c_uint16, c_uint32, c_uint64
+from typing import TypeVar
+
+COMM_LEN = 16
+PATH_MAX = 256
+
+# enum manul_err
+ERR_RINGBUF_FULL, ERR_MAP_UPDATE, ERR_READ, ERR_TRUNCATED = 0, 1, 2, 3
+ERR_MAX = 8
+ERR_NAMES = {ERR_RINGBUF_FULL: "ringbuf_full", ERR_MAP_UPDATE: "map_update",
+             ERR_READ: "read", ERR_TRUNCATED: "truncated"}
+
+# enum manul_event_type
+EV_EXEC, EV_BENCH, EV_TEST = 1, 2, 3
+
+
+class manul_event_hdr(ctypes.Structure):
+    _fields_ = (("type", c_uint16), ("size", c_uint16), ("cpu", c_uint32),
+                ("ktime_ns", c_uint64))
+
+
+class manul_exec_event(ctypes.Structure):
+    _fields_ = (("hdr", manul_event_hdr), ("pid", c_uint32), ("tgid", c_uint32),
+                ("ppid", c_uint32), ("uid", c_uint32), ("cgroup_id", c_uint64),
+                ("comm", c_char * COMM_LEN), ("filename", c_char * PATH_MAX))
+
+
+class manul_bench_event(ctypes.Structure):
+    _fields_ = (("hdr", manul_event_hdr), ("seq", c_uint64), ("payload", c_uint64 * 4))
+
+
+class manul_test_event(ctypes.Structure):
+    _fields_ = (("hdr", manul_event_hdr), ("pid", c_uint32), ("tgid", c_uint32),
+                ("cgroup_id", c_uint64), ("kind", c_uint32), ("value", c_uint32),
+                ("comm", c_char * COMM_LEN))
+
+
+MIRRORS: dict[str, type[ctypes.Structure]] = {
+    "manul_event_hdr": manul_event_hdr,
+    "manul_exec_event": manul_exec_event,
+    "manul_bench_event": manul_bench_event,
+    "manul_test_event": manul_test_event,
+}
+
+
+def event_type(record: bytes) -> int:
+    """The `type` of a ring-buffer record (first two bytes, little-endian)."""
+    return int.from_bytes(record[:2], "little")
+
+
+T = TypeVar("T", bound=ctypes.Structure)
+
+
+def decode(cls: type[T], record: bytes) -> T:
+    """A ring-buffer record as its struct (copies; short records are zero-padded)."""
+    n = ctypes.sizeof(cls)
+    return cls.from_buffer_copy(record[:n].ljust(n, b"\0"))
