@@ -7,6 +7,7 @@ lookups), `load_directory` and `FileSource` for the host backend.
 from agent.registry.files import FileSource, load_directory
 from agent.registry.model import (
     API_VERSION,
+    RISK_LEVELS,
     Agent,
     Authentication,
     Identity,
@@ -24,7 +25,7 @@ from agent.registry.parse import parse_record
 from agent.registry.registry import Caller, Registry
 
 __all__ = [
-    "API_VERSION", "Agent", "Authentication", "Caller", "FileSource", "Identity",
+    "API_VERSION", "RISK_LEVELS", "Agent", "Authentication", "Caller", "FileSource", "Identity",
     "IdentityKind", "LLMProvider", "MCPServer", "Meta", "Policy", "Record", "Registry",
     "SandboxMode", "SandboxRef", "ServiceIdentity", "load_directory", "parse_record",
 ]

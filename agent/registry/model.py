@@ -38,6 +38,9 @@ class Identity:
     value: str
     issuer: str = ""
     audiences: tuple[str, ...] = ()
+    # OIDC only: where the issuer's signing keys are; empty means OIDC
+    # discovery at `<issuer>/.well-known/openid-configuration`.
+    jwks_uri: str = ""
 
     def __str__(self) -> str:
         if self.kind is IdentityKind.OIDC:
@@ -51,6 +54,11 @@ class Authentication(StrEnum):
     SPIFFE = "spiffe"
     OIDC = "oidc"
     JWT_METADATA = "jwtMetadata"  # the proxy's jwt_authn filter already verified it
+
+
+# Risk levels an Agent or MCPServer may declare, least risky first. Cedar sees
+# the level as `risk_level` and its 1-based rank as `risk_score`.
+RISK_LEVELS = ("low", "medium", "high", "critical")
 
 
 class SandboxMode(StrEnum):
@@ -90,6 +98,7 @@ class Agent:
     identities: tuple[Identity, ...] = ()
     authentication: Authentication | None = None
     sandbox: SandboxRef | None = None
+    url: str = ""  # the agent's A2A endpoint, when other agents may call it
     kind: str = field(default="Agent", init=False)
 
 

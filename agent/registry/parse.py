@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from agent.errors import RegistryError
 from agent.registry.model import (
     API_VERSION,
     KINDS,
+    RISK_LEVELS,
     Agent,
     Authentication,
     Identity,
@@ -118,7 +120,12 @@ def _identity(raw: Any, source: str, path: str) -> Identity:
         issuer = o.text("issuer")
         if not issuer.startswith("https://"):
             raise o.fail("issuer", f"issuer `{issuer}` must be an https:// URL")
-        ident = Identity(kind, o.text("subject"), issuer=issuer, audiences=o.texts("audiences"))
+        jwks_uri = o.text("jwksUri", "")
+        if jwks_uri and not _safe_jwks_uri(jwks_uri):
+            raise o.fail("jwksUri", f"`{jwks_uri}` must be an https:// URL "
+                                    "(http:// only on a loopback address)")
+        ident = Identity(kind, o.text("subject"), issuer=issuer,
+                         audiences=o.texts("audiences"), jwks_uri=jwks_uri)
         o.done()
         return ident
     value = f.text(kind.value)
@@ -128,6 +135,22 @@ def _identity(raw: Any, source: str, path: str) -> Identity:
         raise f.fail(kind.value,
                      f"`{value}` must be an absolute cgroup path, e.g. `/manul.slice/x`")
     return Identity(kind, value)
+
+
+def _safe_jwks_uri(uri: str) -> bool:
+    """Keys must come over TLS, except from this machine (tests, a local proxy)."""
+    if uri.startswith("https://"):
+        return True
+    host = urlsplit(uri).hostname if uri.startswith("http://") else None
+    return host in ("127.0.0.1", "::1", "localhost")
+
+
+def _risk(s: _Fields) -> str:
+    level = s.text("riskLevel", "medium")
+    if level not in RISK_LEVELS:
+        allowed = ", ".join(f"`{r}`" for r in RISK_LEVELS)
+        raise s.fail("riskLevel", f"`{level}` is not one of {allowed}")
+    return level
 
 
 def _identities(f: _Fields) -> tuple[Identity, ...]:
@@ -167,13 +190,14 @@ def _agent(meta: Meta, s: _Fields) -> Agent:
         meta=meta,
         owner=s.text("owner", ""),
         team=s.text("team", ""),
-        risk_level=s.text("riskLevel", "medium"),
+        risk_level=_risk(s),
         classes=s.texts("classes"),
         capabilities=s.texts("capabilities"),
         groups=s.texts("groups"),
         identities=_identities(s),
         authentication=s.enum("authentication", Authentication),
         sandbox=sandbox,
+        url=s.text("url", ""),
     )
 
 
@@ -207,7 +231,7 @@ def _mcp(meta: Meta, s: _Fields) -> MCPServer:
             sets.append((str(name), ts.texts(str(name))))
     return MCPServer(meta=meta, url=s.text("url", ""), tools=s.texts("tools"),
                      tool_sets=tuple(sets), owner=s.text("owner", ""),
-                     risk_level=s.text("riskLevel", "medium"))
+                     risk_level=_risk(s))
 
 
 def _policy(meta: Meta, s: _Fields, read_file: Callable[[str], str] | None) -> Policy:
