@@ -8,6 +8,8 @@ CLANG ?= clang
 ARCH := x86
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
+TEST_BPF_SRC := $(wildcard tests/bpf/*.bpf.c)
+TEST_BPF_OBJ := $(patsubst tests/bpf/%.bpf.c,build/bpf/tests/%.bpf.o,$(TEST_BPF_SRC))
 BPF_HDR := $(wildcard bpf/include/*.h bpf/lib/*.h)
 BPF_CFLAGS := -O2 -g -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 	-Wno-unused-function -Ibpf/include -Ibpf/lib -mcpu=v3
@@ -20,10 +22,15 @@ all: bpf
 deps:
 	@scripts/install-deps
 
-bpf: deps $(BPF_OBJ)
+bpf: deps $(BPF_OBJ) $(TEST_BPF_OBJ)
 
 build/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_HDR)
 	@mkdir -p build/bpf
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+# Objects used only by tests (tests/bpf) are built beside, never shipped.
+build/bpf/tests/%.bpf.o: tests/bpf/%.bpf.c $(BPF_HDR)
+	@mkdir -p build/bpf/tests
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 run: bpf

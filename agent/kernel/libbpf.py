@@ -116,7 +116,7 @@ _fn("bpf_map_update_elem", c_int, c_int, c_void_p, c_void_p, c_uint64)
 _fn("bpf_map_delete_elem", c_int, c_int, c_void_p)
 _fn("bpf_map_get_next_key", c_int, c_int, c_void_p, c_void_p)
 _fn("bpf_map_lookup_batch", c_int, c_int, c_void_p, c_void_p, c_void_p, c_void_p,
-    c_void_p, POINTER(c_uint32), POINTER(bpf_map_batch_opts))
+    POINTER(c_uint32), POINTER(bpf_map_batch_opts))
 _fn("bpf_map_update_batch", c_int, c_int, c_void_p, c_void_p, POINTER(c_uint32),
     POINTER(bpf_map_batch_opts))
 _fn("bpf_map_delete_batch", c_int, c_int, c_void_p, POINTER(c_uint32),
@@ -135,6 +135,9 @@ _libc.vsnprintf.argtypes = (c_char_p, c_size_t, c_char_p, c_void_p)
 _PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
 _capture_lock = threading.RLock()
 _captured: list[str] = []
+# One buffer, reused under _capture_lock: a verifier log can be megabytes and
+# its last lines (the error) are the ones that matter.
+_print_buf = ctypes.create_string_buffer(8 << 20)
 _capturing = threading.Event()
 LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
 
@@ -142,9 +145,11 @@ LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
 def _print_py(level: int, fmt: bytes, args: int) -> int:
     if not _capturing.is_set() or level == LIBBPF_DEBUG:
         return 0
-    buf = ctypes.create_string_buffer(4096)
-    n = _libc.vsnprintf(buf, len(buf), fmt, args)
-    _captured.append(buf.raw[: max(0, min(n, len(buf) - 1))].decode(errors="replace"))
+    n = _libc.vsnprintf(_print_buf, len(_print_buf), fmt, args)
+    text = _print_buf.raw[: max(0, min(n, len(_print_buf) - 1))].decode(errors="replace")
+    if n >= len(_print_buf):
+        text += f"\n[... {n - len(_print_buf) + 1} more bytes of libbpf output cut]"
+    _captured.append(text)
     return 0
 
 

@@ -18,6 +18,7 @@ with libbpf's messages and the verifier log attached.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import re
 from collections.abc import Iterable
@@ -209,6 +210,24 @@ class BpfObject:
         if missing:
             raise KernelError(f"no program `{sorted(missing)[0]}`", obj=self.name)
 
+    def fingerprint(self) -> str:
+        """A hash of the object file and its settings (.rodata, map sizes).
+
+        Two objects with the same fingerprint load the same programs with the
+        same configuration; pinned links are adopted only on a match.
+        """
+        h = hashlib.sha256(self.path.read_bytes())
+        for name, m in sorted(self._maps.items()):
+            h.update(name.encode())
+            h.update(int(L.lib.bpf_map__max_entries(m)).to_bytes(4, "little"))
+            if name.endswith(".rodata"):
+                size = ctypes.c_size_t()
+                src = L.lib.bpf_map__initial_value(m, ctypes.byref(size))
+                h.update(ctypes.string_at(src, size.value))
+        for name, prog in sorted(self.programs.items()):
+            h.update(f"{name}:{prog.autoload}".encode())
+        return h.hexdigest()[:16]
+
     # -- load ------------------------------------------------------------------
 
     def load(self) -> None:
@@ -263,6 +282,10 @@ class BpfObject:
                 self._links.remove(link)
             raise
         return made
+
+    def own(self, link: Link) -> None:
+        """Close `link`'s handle together with this object."""
+        self._links.append(link)
 
     @property
     def links(self) -> list[Link]:
