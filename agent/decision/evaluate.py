@@ -1,0 +1,162 @@
+"""Cedar evaluation with pre-parsed, sliced policy sets and entities.
+
+For a request (principal, action, resource), only policies whose scope
+holds can be satisfied: Cedar evaluates a policy as scope && conditions and
+short-circuits, so a policy with a false scope neither permits, forbids nor
+errors. `Evaluator` therefore evaluates the slice of policies the
+`PolicyIndex` admits, against the slice of entities those policies can
+reach (`EntityGraph.closure` of the principal, the resource and every
+entity the policies name). Both slices are parsed once per distinct
+(action, principal, resource) and kept in a bounded cache, so the steady
+state parses nothing. tests/unit/decision/test_slicing.py checks, on
+generated policies and graphs, that the sliced decision and its
+determining policies always equal the full set's.
+
+Default deny: no applicable permit, an error, or no policy at all denies.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cedarpy
+
+from agent.decision.entities import EntityGraph, EntityJson, Uid, uid_str
+from agent.decision.policies import PolicyIndex
+from agent.decision.schema import schema
+
+
+@dataclass(frozen=True)
+class CedarRequest:
+    principal: Uid
+    action: str
+    resource: Uid
+    context: dict[str, Any]
+    # entities the request brings that the registry lacks (an unlisted tool)
+    extra: Mapping[Uid, EntityJson] = field(default_factory=dict)
+
+    def as_cedar(self) -> dict[str, Any]:
+        return {"principal": {"type": self.principal[0], "id": self.principal[1]},
+                "action": {"type": "Action", "id": self.action},
+                "resource": {"type": self.resource[0], "id": self.resource[1]},
+                "context": self.context}
+
+    def describe(self) -> str:
+        return (f"{uid_str(self.principal)} -> Action::{self.action!r} -> "
+                f"{uid_str(self.resource)}").replace("'", '"')
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    policies: tuple[str, ...]  # the determining policies' ids
+    reason: str
+    errors: tuple[str, ...] = ()
+    evaluated: int = 0  # policies in the slice
+
+
+@dataclass(frozen=True)
+class _Slice:
+    ids: tuple[str, ...]
+    policy_set: cedarpy.PolicySet | None
+    entities: cedarpy.Entities
+
+
+class Evaluator:
+    """Decides Cedar requests for one (registry, policies) snapshot. Thread-safe."""
+
+    def __init__(self, index: PolicyIndex, graph: EntityGraph, cache_size: int = 4096) -> None:
+        self.index = index
+        self.graph = graph
+        self._cache: OrderedDict[tuple[Any, ...], _Slice] = OrderedDict()
+        self._sets: dict[tuple[str, ...], cedarpy.PolicySet] = {}
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._full: tuple[cedarpy.PolicySet, cedarpy.Entities] | None = None
+
+    def decide(self, req: CedarRequest) -> Verdict:
+        sl = self._slice(req)
+        if sl.policy_set is None:
+            return Verdict(False, (), f"no policy applies to {req.describe()}")
+        result = cedarpy.is_authorized(req.as_cedar(), sl.policy_set, sl.entities, schema())
+        return _verdict(result, req, len(sl.ids))
+
+    def decide_full(self, req: CedarRequest) -> Verdict:
+        """The same decision on the whole policy set and every entity (no slicing)."""
+        if self._full is None:
+            self._full = (self.index.policy_set(), cedarpy.Entities.from_json_str(
+                self.graph.all_json()))
+        policies, entities = self._full
+        if req.extra:
+            entities = entities.with_added_json_str(self.graph.to_json(req.extra, req.extra))
+        result = cedarpy.is_authorized(req.as_cedar(), policies, entities, schema())
+        return _verdict(result, req, len(self.index))
+
+    def slice_ids(self, req: CedarRequest) -> tuple[str, ...]:
+        return self._slice(req).ids
+
+    def _slice(self, req: CedarRequest) -> _Slice:
+        key = (req.action, req.principal, req.resource,
+               tuple(sorted(req.extra)) if req.extra else ())
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        sl = self._build(req)
+        with self._lock:
+            self._cache[key] = sl
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return sl
+
+    def _ancestors(self, uid: Uid, extra: Mapping[Uid, EntityJson]) -> frozenset[Uid]:
+        e = extra.get(uid)
+        if e is None:
+            return self.graph.ancestors(uid)
+        direct = [(p["type"], p["id"]) for p in e["parents"]]
+        out = set(direct)
+        for p in direct:
+            out |= self.graph.ancestors(p)
+        return frozenset(out)
+
+    def _build(self, req: CedarRequest) -> _Slice:
+        p_anc = self._ancestors(req.principal, req.extra)
+        r_anc = self._ancestors(req.resource, req.extra)
+        ids = self.index.candidates(req.action, req.principal, p_anc, req.resource, r_anc)
+        roots: set[Uid] = {req.principal, req.resource, ("Action", req.action)}
+        for pid in ids:
+            roots |= self.index.policies[pid].literals
+        uids = self.graph.closure(roots, req.extra)
+        entities = cedarpy.Entities.from_json_str(self.graph.to_json(sorted(uids), req.extra))
+        if not ids:
+            return _Slice(ids, None, entities)
+        with self._lock:
+            ps = self._sets.get(ids)
+        if ps is None:
+            ps = self.index.policy_set(ids)
+            with self._lock:
+                if len(self._sets) < self._cache_size:
+                    self._sets[ids] = ps
+        return _Slice(ids, ps, entities)
+
+
+def _verdict(result: cedarpy.AuthzResult, req: CedarRequest, evaluated: int) -> Verdict:
+    reasons = tuple(result.diagnostics.reasons)
+    errors = tuple(result.diagnostics.errors)
+    if result.decision is cedarpy.Decision.Allow:
+        why = "permitted by " + ", ".join(f"`{r}`" for r in reasons)
+        return Verdict(True, reasons, why, errors, evaluated)
+    if reasons:
+        why = "forbidden by " + ", ".join(f"`{r}`" for r in reasons)
+    elif errors and result.decision is not cedarpy.Decision.Deny:
+        why = f"the request could not be evaluated: {errors[0]}"
+    else:
+        why = f"no policy permits {req.describe()}"
+    if errors:
+        why += f" ({len(errors)} policy error(s): {errors[0]})"
+    return Verdict(False, reasons, why, errors, evaluated)

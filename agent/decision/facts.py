@@ -1,0 +1,60 @@
+"""What only this node knows about a caller's workload: quarantine and anomaly level.
+
+Discovery (quarantine of a shadow workload) and the baseline (anomaly
+level) set these; the decision point reads them into every Cedar context
+(`context.quarantined`, `context.anomaly_level`). Keys are the caller's
+registry key (`namespace/name`, or `name`). Writers replace an immutable
+`CallerFacts` under a lock; readers take one dictionary lookup, no lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+ANOMALY_NONE, ANOMALY_LOW, ANOMALY_MEDIUM, ANOMALY_HIGH = 0, 1, 2, 3
+
+
+@dataclass(frozen=True, slots=True)
+class CallerFacts:
+    quarantined: bool = False
+    anomaly_level: int = ANOMALY_NONE
+
+
+NO_FACTS = CallerFacts()
+
+
+class NodeFacts:
+    """A thread-safe map: caller registry key -> CallerFacts."""
+
+    def __init__(self) -> None:
+        self._facts: dict[str, CallerFacts] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> CallerFacts:
+        return self._facts.get(key, NO_FACTS)
+
+    def set_quarantined(self, key: str, quarantined: bool = True) -> None:
+        with self._lock:
+            old = self._facts.get(key, NO_FACTS)
+            self._put(key, CallerFacts(quarantined, old.anomaly_level))
+
+    def set_anomaly_level(self, key: str, level: int) -> None:
+        if not ANOMALY_NONE <= level <= ANOMALY_HIGH:
+            raise ValueError(f"anomaly level `{level}` is not between 0 and 3")
+        with self._lock:
+            old = self._facts.get(key, NO_FACTS)
+            self._put(key, CallerFacts(old.quarantined, level))
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._facts.pop(key, None)
+
+    def snapshot(self) -> dict[str, CallerFacts]:
+        return dict(self._facts)
+
+    def _put(self, key: str, facts: CallerFacts) -> None:
+        if facts == NO_FACTS:
+            self._facts.pop(key, None)
+        else:
+            self._facts[key] = facts

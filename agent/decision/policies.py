@@ -1,0 +1,216 @@
+"""Gateway policies: load a folder of `.cedar` files, validate, index by scope.
+
+Every file is parsed with cedarpy and validated against schema.cedarschema;
+the first error rejects the whole new set (the caller keeps the previous
+one). Each policy gets a stable id: its `@id("...")` annotation, which must
+be unique, or `<file>#<n>` for the n-th policy of a file without one. The
+result, a `PolicyIndex`, groups policy ids by the actions their scope
+admits and by the entity their principal and resource scopes anchor on, so
+the evaluator can find the few policies that can apply to a request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cedarpy
+from cedarpy import pst
+
+from agent.decision.entities import Uid
+from agent.decision.errors import PolicyLoadError
+from agent.decision.schema import Action, groups_of, schema
+
+Constraint = pst.PrincipalOrResourceConstraint
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    id: str
+    source: str  # `file.cedar#n`
+    template: pst.Template
+    literals: frozenset[Uid]  # entities the policy names anywhere
+
+    @property
+    def effect(self) -> str:
+        return self.template.effect
+
+
+def _uid(u: pst.EntityUid) -> Uid:
+    return (str(u.type), u.id)
+
+
+def _anchor(c: Constraint) -> Uid | None:
+    """The entity a scope constraint is `==` or `in`; None for `any` / `is T`."""
+    if isinstance(c, (pst.ScopeEq, pst.ScopeIn, pst.ScopeIsIn)) and isinstance(
+            c.entity, pst.EntityUid):
+        return _uid(c.entity)
+    return None
+
+
+def scope_admits(c: Constraint, uid: Uid, ancestors: frozenset[Uid]) -> bool:
+    """Whether a principal/resource scope constraint holds for `uid`."""
+    if isinstance(c, pst.ScopeAny):
+        return True
+    if isinstance(c, pst.ScopeIs):
+        return str(c.entity_type) == uid[0]
+    anchor = _anchor(c)
+    if isinstance(c, pst.ScopeEq):
+        return anchor == uid
+    if isinstance(c, pst.ScopeIn):
+        return anchor == uid or anchor in ancestors
+    if isinstance(c, pst.ScopeIsIn):
+        return str(c.entity_type) == uid[0] and (anchor == uid or anchor in ancestors)
+    return True  # unknown constraint kinds never drop a policy
+
+
+def action_admits(c: pst.ActionConstraint, action: str) -> bool:
+    if isinstance(c, pst.ActionEq):
+        return c.entity.id == action
+    if isinstance(c, pst.ActionIn):
+        ids = {e.id for e in c.entities}
+        return action in ids or bool(ids & groups_of(action))
+    return True
+
+
+@dataclass(frozen=True)
+class _Bucket:
+    """The policies one action admits, keyed by scope anchor (None = any)."""
+
+    by_principal: dict[Uid | None, tuple[str, ...]]
+    by_resource: dict[Uid | None, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class PolicyIndex:
+    policies: dict[str, LoadedPolicy]
+    buckets: dict[str, _Bucket]
+    files: tuple[str, ...]
+    order: dict[str, int]  # load position, so slices keep the source order
+
+    def __len__(self) -> int:
+        return len(self.policies)
+
+    def pst_for(self, ids: Iterable[str]) -> pst.PolicySet:
+        return pst.PolicySet(
+            templates={},
+            static_policies={i: self.policies[i].template for i in ids},
+            template_links=())
+
+    def policy_set(self, ids: Iterable[str] | None = None) -> cedarpy.PolicySet:
+        return cedarpy.PolicySet.from_pst(self.pst_for(self.policies if ids is None else ids))
+
+    def candidates(self, action: str, principal: Uid, p_anc: frozenset[Uid],
+                   resource: Uid, r_anc: frozenset[Uid]) -> tuple[str, ...]:
+        """Ids of every policy whose scope holds for this request, in load order."""
+        bucket = self.buckets.get(action)
+        if bucket is None:
+            return ()
+        by_p = _gather(bucket.by_principal, principal, p_anc)
+        by_r = _gather(bucket.by_resource, resource, r_anc)
+        pick = by_p & by_r
+        out = []
+        for pid in sorted(pick, key=self.order.__getitem__):
+            t = self.policies[pid].template
+            if scope_admits(t.principal, principal, p_anc) and scope_admits(
+                    t.resource, resource, r_anc):
+                out.append(pid)
+        return tuple(out)
+
+
+def _gather(index: dict[Uid | None, tuple[str, ...]], uid: Uid,
+            ancestors: frozenset[Uid]) -> set[str]:
+    out: set[str] = set(index.get(None, ()))
+    for key in (uid, *ancestors):
+        out.update(index.get(key, ()))
+    return out
+
+
+def parse_policies(sources: Iterable[tuple[str, str]]) -> PolicyIndex:
+    """Build an index from (source name, Cedar text) pairs; raise PolicyLoadError."""
+    policies: dict[str, LoadedPolicy] = {}
+    files = []
+    for name, text in sources:
+        files.append(name)
+        for p in _parse_one(name, text):
+            if p.id in policies:
+                raise PolicyLoadError(
+                    f"{p.source}: policy id `{p.id}` is already used by "
+                    f"{policies[p.id].source}; `@id` annotations must be unique")
+            policies[p.id] = p
+    return _index(policies, tuple(files))
+
+
+def _parse_one(name: str, text: str) -> list[LoadedPolicy]:
+    try:
+        parsed = cedarpy.PolicySet.from_str(text)
+        tree = parsed.to_pst()
+    except ValueError as e:
+        raise PolicyLoadError(f"{name}: does not parse: {_first_line(e)}") from e
+    if tree.templates:
+        raise PolicyLoadError(f"{name}: templates (`?principal`, `?resource`) are not "
+                              "supported by the decision point; write static policies")
+    result = cedarpy.validate_policies(text, schema())
+    if not result.validation_passed:
+        ids = result.id_annotations_by_policy_id
+        errs = "; ".join(f"policy `{ids.get(e.policy_id) or e.policy_id}`: {e.error}"
+                         if e.policy_id else e.error for e in result.errors[:3])
+        raise PolicyLoadError(f"{name}: does not validate against the gateway schema: {errs}")
+    out = []
+    for n, parsed_t in enumerate(tree.static_policies.values()):
+        pid = parsed_t.annotations.get("id") or f"{name}#{n}"
+        t = dataclasses.replace(parsed_t, id=pid)
+        literals = frozenset(_uid(u) for u in pst.entity_uids(t))
+        out.append(LoadedPolicy(id=pid, source=f"{name}#{n}", template=t, literals=literals))
+    return out
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _index(policies: dict[str, LoadedPolicy], files: tuple[str, ...]) -> PolicyIndex:
+    buckets: dict[str, _Bucket] = {}
+    for action in Action:
+        by_p: dict[Uid | None, list[str]] = {}
+        by_r: dict[Uid | None, list[str]] = {}
+        for pid, p in policies.items():
+            if not action_admits(p.template.action, action):
+                continue
+            by_p.setdefault(_anchor(p.template.principal), []).append(pid)
+            by_r.setdefault(_anchor(p.template.resource), []).append(pid)
+        buckets[action] = _Bucket({k: tuple(v) for k, v in by_p.items()},
+                                  {k: tuple(v) for k, v in by_r.items()})
+    return PolicyIndex(policies=policies, buckets=buckets, files=files,
+                       order={pid: i for i, pid in enumerate(policies)})
+
+
+def load_policy_dir(root: str | Path) -> PolicyIndex:
+    """Every `*.cedar` file under `root`, in path order."""
+    base = Path(root)
+    if not base.is_dir():
+        raise PolicyLoadError(f"{base}: the policy folder does not exist")
+    sources = []
+    for path in sorted(base.rglob("*.cedar")):
+        try:
+            sources.append((str(path.relative_to(base)), path.read_text()))
+        except (OSError, UnicodeDecodeError) as e:
+            raise PolicyLoadError(f"{path}: cannot read: {e}") from e
+    return parse_policies(sources)
+
+
+def policy_files_stamp(root: str | Path) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a policy file is added, removed or edited."""
+    out = []
+    base = Path(root)
+    if not base.is_dir():
+        return ()
+    for path in sorted(base.rglob("*.cedar")):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        out.append((str(path), st.st_mtime_ns, st.st_size))
+    return tuple(out)

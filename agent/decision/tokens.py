@@ -1,0 +1,213 @@
+"""Per-hop credentials: ES256 JWTs minted on allow, and the keys that sign them.
+
+A minted token says: this call, from the caller, on behalf of the original
+subject, to exactly one destination, for at most two minutes:
+
+    header  {"alg": "ES256", "typ": "JWT", "kid": <RFC 7638 thumbprint>}
+    claims  iss  the decision point's issuer URL
+            sub  the original subject's registry key
+            aud  the destination (its URL, else `manul:<Kind>/<key>`)
+            act  the delegation chain so far, RFC 8693 style: {"sub": <caller>,
+                 "act": {"sub": <previous actor>, ...}}; absent on a direct call
+            iat, nbf, exp (exp - iat <= 120 s), jti (random, 128 bits)
+            manul_action, manul_resource: what was allowed, for the destination's logs
+
+`KeyRing` holds the signing key, the next one (already published, so a
+verifier with a cached JWKS knows it before it signs anything) and retired
+ones, kept and published until every token they signed has expired: a
+rotation never strands a token in flight. With a `path`, the ring is saved
+(mode 0600) and reloaded, so a restart does not strand them either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey
+
+from agent.decision.errors import TokenError
+
+MAX_LIFETIME = 120
+ALG = "ES256"
+
+
+@dataclass(frozen=True)
+class RingKey:
+    key: ECKey
+    created: float
+    retired: float | None = None
+
+    @property
+    def kid(self) -> str:
+        return str(self.key.kid)
+
+
+@dataclass(frozen=True)
+class _State:
+    current: RingKey
+    next: RingKey
+    retired: tuple[RingKey, ...]
+
+
+def _new_key(now: float) -> RingKey:
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    return RingKey(key, now)
+
+
+class KeyRing:
+    def __init__(self, *, rotate_every: float = 3600.0, keep_for: float = MAX_LIFETIME + 60,
+                 path: str | Path | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.rotate_every = rotate_every
+        self.keep_for = keep_for  # how long a retired key stays: >= token lifetime + leeway
+        self.path = Path(path) if path else None
+        self.clock = clock
+        self._lock = threading.Lock()
+        loaded = self._load() if self.path and self.path.exists() else None
+        now = clock()
+        self._state = loaded or _State(_new_key(now), _new_key(now), ())
+        if loaded is None:
+            self._save()
+
+    @property
+    def current(self) -> RingKey:
+        return self._state.current
+
+    def rotate(self) -> None:
+        """The next key signs from now on; the current one retires but stays published."""
+        with self._lock:
+            now = self.clock()
+            s = self._state
+            old = RingKey(s.current.key, s.current.created, now)
+            keep = tuple(k for k in s.retired if k.retired is not None
+                         and now - k.retired < self.keep_for)
+            self._state = _State(RingKey(s.next.key, now), _new_key(now), (old, *keep))
+            self._save()
+
+    def maybe_rotate(self) -> bool:
+        if self.clock() - self._state.current.created >= self.rotate_every:
+            self.rotate()
+            return True
+        self._prune()
+        return False
+
+    def _prune(self) -> None:
+        now = self.clock()
+        s = self._state
+        keep = tuple(k for k in s.retired
+                     if k.retired is not None and now - k.retired < self.keep_for)
+        if len(keep) != len(s.retired):
+            with self._lock:
+                self._state = _State(s.current, s.next, keep)
+                self._save()
+
+    def public_key(self, kid: str) -> ECKey | None:
+        s = self._state
+        for k in (s.current, s.next, *s.retired):
+            if k.kid == kid:
+                return ECKey.import_key(k.key.as_dict(private=False))
+        return None
+
+    def jwks(self) -> dict[str, Any]:
+        s = self._state
+        keys = []
+        for k in (s.current, s.next, *s.retired):
+            d = k.key.as_dict(private=False)
+            d.update({"kid": k.kid, "use": "sig", "alg": ALG})
+            keys.append(d)
+        return {"keys": keys}
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        k = self._state.current
+        try:
+            return jwt.encode({"alg": ALG, "typ": "JWT", "kid": k.kid}, claims, k.key,
+                              algorithms=[ALG])
+        except JoseError as e:
+            raise TokenError(f"cannot sign a token with key `{k.kid}`: {e}") from e
+
+    # -- persistence -------------------------------------------------------
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        s = self._state
+        doc = {"keys": [{"jwk": k.key.as_dict(private=True), "created": k.created,
+                         "retired": k.retired, "role": role}
+                        for role, ks in (("current", [s.current]), ("next", [s.next]),
+                                         ("retired", s.retired)) for k in ks]}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f)
+            os.replace(tmp, self.path)
+        except OSError as e:
+            raise TokenError(f"{self.path}: cannot save the signing keys: {e.strerror}") from e
+
+    def _load(self) -> _State | None:
+        assert self.path is not None
+        try:
+            doc = json.loads(self.path.read_text())
+            by_role: dict[str, list[RingKey]] = {"current": [], "next": [], "retired": []}
+            for item in doc["keys"]:
+                key = ECKey.import_key(item["jwk"])
+                key.ensure_kid()
+                by_role[item["role"]].append(RingKey(key, float(item["created"]),
+                                                     item["retired"]))
+        except (OSError, ValueError, KeyError, TypeError, JoseError) as e:
+            raise TokenError(f"{self.path}: cannot load the signing keys: {e}") from e
+        if len(by_role["current"]) != 1 or len(by_role["next"]) != 1:
+            raise TokenError(f"{self.path}: expected one current and one next key")
+        return _State(by_role["current"][0], by_role["next"][0], tuple(by_role["retired"]))
+
+
+def nest_actors(actors: Sequence[str]) -> dict[str, Any] | None:
+    """RFC 8693 `act` from actors, most recent first."""
+    act: dict[str, Any] | None = None
+    for a in reversed(actors):
+        act = {"sub": a, "act": act} if act else {"sub": a}
+    return act
+
+
+def unnest_actors(act: Any, limit: int = 32) -> list[str]:
+    """Actors from an `act` claim, most recent first; ValueError when malformed."""
+    out: list[str] = []
+    while act is not None:
+        if not isinstance(act, dict) or not isinstance(act.get("sub"), str) or len(out) >= limit:
+            raise ValueError("malformed `act` claim")
+        out.append(act["sub"])
+        act = act.get("act")
+    return out
+
+
+class TokenMinter:
+    def __init__(self, keys: KeyRing, issuer: str, lifetime: int = MAX_LIFETIME,
+                 clock: Callable[[], float] = time.time) -> None:
+        if not 0 < lifetime <= MAX_LIFETIME:
+            raise TokenError(f"token lifetime `{lifetime}` s: must be 1..{MAX_LIFETIME} s")
+        self.keys = keys
+        self.issuer = issuer
+        self.lifetime = lifetime
+        self.clock = clock
+
+    def mint(self, *, subject: str, audience: str, actors: Sequence[str], action: str,
+             resource: str) -> tuple[str, dict[str, Any]]:
+        now = int(self.clock())
+        claims: dict[str, Any] = {
+            "iss": self.issuer, "sub": subject, "aud": audience, "iat": now, "nbf": now,
+            "exp": now + self.lifetime, "jti": secrets.token_urlsafe(16),
+            "manul_action": action, "manul_resource": resource}
+        act = nest_actors(actors)
+        if act is not None:
+            claims["act"] = act
+        return self.keys.sign(claims), claims

@@ -1,0 +1,96 @@
+"""OpenTelemetry tracing: the tracer provider, and W3C trace context from headers.
+
+The decision point parents its span on the checked request's
+`traceparent`/`tracestate`, so the decision shows up inside the gateway's
+own trace. `setup_tracing` installs an SDK provider once per process with
+whichever exporter the caller passes (tests pass the SDK's in-memory
+exporter; `manul authz serve --trace-file` a JSON-lines file exporter).
+Without an exporter, spans are still created and carry context, and cost
+little.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def make_provider(service: str = "manul", exporter: SpanExporter | None = None,
+                  *, batch: bool = True) -> TracerProvider:
+    """A fresh SDK provider (not installed globally), exporting to `exporter` if given."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if exporter is not None:
+        proc = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+        provider.add_span_processor(proc)
+    return provider
+
+
+def parent_context(headers: Mapping[str, str]) -> otel_context.Context:
+    """The W3C trace context carried by `headers` (lower-case names); empty if none or invalid."""
+    carrier = {k: headers[k] for k in TRACE_HEADERS if k in headers}
+    if not carrier:
+        return otel_context.Context()
+    return _PROPAGATOR.extract(carrier)
+
+
+def inject(headers: dict[str, str], ctx: otel_context.Context | None = None) -> None:
+    """Write the current (or given) span's context into `headers`."""
+    _PROPAGATOR.inject(headers, context=ctx)
+
+
+def tracer(provider: TracerProvider | None, name: str = "manul") -> trace.Tracer:
+    return (provider or trace.get_tracer_provider()).get_tracer(name)
+
+
+class JsonLinesExporter(SpanExporter):
+    """One JSON object per finished span, appended to a file (or a stream)."""
+
+    def __init__(self, out: str | Path | IO[str]) -> None:
+        self._lock = threading.Lock()
+        if isinstance(out, str | Path):
+            self._stream: IO[str] = open(out, "a", buffering=1)  # noqa: SIM115
+            self._own = True
+        else:
+            self._stream, self._own = out, False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = []
+        for s in spans:
+            ctx = s.get_span_context()
+            lines.append(json.dumps({
+                "name": s.name,
+                "trace_id": f"{ctx.trace_id:032x}" if ctx else "",
+                "span_id": f"{ctx.span_id:016x}" if ctx else "",
+                "parent_span_id": f"{s.parent.span_id:016x}" if s.parent else "",
+                "start": s.start_time, "end": s.end_time,
+                "status": s.status.status_code.name,
+                "attributes": dict(s.attributes or {}),
+            }, default=str))
+        with self._lock:
+            try:
+                self._stream.write("".join(line + "\n" for line in lines))
+            except OSError:
+                return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        if self._own:
+            self._stream.close()
