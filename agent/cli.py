@@ -19,6 +19,9 @@ from agent import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("agent.commands.run", "run", "Run the node agent in the foreground."),
     "doctor": ("agent.commands.doctor", "doctor", "Report what this kernel supports."),
+    "authz": ("agent.commands.authz", "authz", "Serve Envoy ext_authz decisions on a Unix socket."),
+    "check": ("agent.commands.check", "check",
+              "Ask the decision point for a decision and its explanation."),
 }
 
 
