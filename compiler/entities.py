@@ -1,0 +1,215 @@
+"""The entities file: agent classes, path sets and destination sets.
+
+A Cedar JSON entities list. The compiler reads from it:
+
+* `Agent` and `AgentClass` entities and their parents (who is in which class);
+* `FilePath` / `Executable` entities, whose id is the path, with `PathSet`
+  parents: `resource in PathSet::"s"` holds for exactly those paths;
+* `NetworkDestination` entities named `<host>:<port>/<proto>` or
+  `<ip>:<port>/<proto>` (IPv6 in brackets), with `DestinationSet` parents.
+  They are *member specifications*, not request resources: a connection to
+  (ip, port, proto) is in every set listed for `<ip>:<port>/<proto>` and, if
+  the address is one its host resolved to, for `<host>:<port>/<proto>`.
+  Their `attrs` must be empty (a connection's attributes come from the
+  connection).
+
+Everything but the destination members is also validated by cedarpy against
+the sandbox schema. Pure: takes the file's text, returns data.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import cedarpy
+
+from compiler.errors import Diagnostic, EntitiesError, Location
+from compiler.expr import EntityUid
+from compiler.schema import SandboxSchema
+
+RESERVED_PREFIX = "manul:"  # Agent ids the compiler uses for anonymous principals
+
+_MEMBER_RE = re.compile(
+    r"^(?P<addr>\[[0-9A-Fa-f:.]+\]|[^:/\[\]\s]+):(?P<port>\d{1,5})/(?P<proto>tcp|udp)$"
+)
+_HOST_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$"
+)
+
+
+@dataclass(frozen=True)
+class DestMember:
+    """A `NetworkDestination` member: by host name or by address."""
+
+    uid: EntityUid
+    host: str | None
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    port: int
+    protocol: str
+
+
+@dataclass(frozen=True)
+class Entities:
+    parents: dict[EntityUid, frozenset[EntityUid]] = field(default_factory=dict)
+    ancestors: dict[EntityUid, frozenset[EntityUid]] = field(default_factory=dict)
+    members: tuple[DestMember, ...] = ()
+    # The entities for cedarpy (all but destination members), as JSON objects.
+    cedar_json: tuple[dict[str, Any], ...] = ()
+    _paths: dict[tuple[str, EntityUid], frozenset[str]] = field(default_factory=dict, compare=False)
+
+    def ancestors_of(self, uid: EntityUid) -> frozenset[EntityUid]:
+        return self.ancestors.get(uid, frozenset())
+
+    def of_type(self, type_name: str) -> list[EntityUid]:
+        return sorted(u for u in self.parents if u.type == type_name)
+
+    def paths_in(self, resource_type: str, set_uid: EntityUid) -> frozenset[str]:
+        """Paths `p` for which `<resource_type>::"p" in set_uid` holds."""
+        key = (resource_type, set_uid)
+        if key not in self._paths:
+            self._paths[key] = frozenset(
+                u.id
+                for u, anc in self.ancestors.items()
+                if u.type == resource_type and set_uid in anc
+            )
+        return self._paths[key]
+
+    def members_in(self, set_uid: EntityUid) -> list[DestMember]:
+        return [m for m in self.members if set_uid in self.ancestors_of(m.uid)]
+
+    def hosts(self) -> frozenset[str]:
+        return frozenset(m.host for m in self.members if m.host is not None)
+
+
+def parse_member(uid: EntityUid) -> DestMember | None:
+    """Parse `host:port/proto` or `ip:port/proto`; None if malformed."""
+    m = _MEMBER_RE.match(uid.id)
+    if m is None or int(m.group("port")) > 65535:
+        return None
+    addr_text = m.group("addr")
+    host: str | None = None
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    try:
+        if addr_text.startswith("["):
+            address = ipaddress.IPv6Address(addr_text[1:-1])
+        else:
+            address = ipaddress.IPv4Address(addr_text)
+    except ValueError:
+        if addr_text.startswith("[") or not _HOST_RE.match(addr_text):
+            return None
+        host = addr_text
+    return DestMember(uid, host, address, int(m.group("port")), m.group("proto"))
+
+
+def parse_entities(name: str, text: str, schema: SandboxSchema) -> Entities:
+    """Read an entities file; raise `EntitiesError` with the file and entity."""
+    where = Location(name)
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise EntitiesError(
+            Diagnostic(f"not JSON: {e.msg}", Location(name, e.lineno, e.colno))
+        ) from e
+    if not isinstance(raw, list):
+        raise EntitiesError(Diagnostic("expected a JSON list of entities", where))
+    errors: list[Diagnostic] = []
+    parents: dict[EntityUid, frozenset[EntityUid]] = {}
+    members: list[DestMember] = []
+    cedar_json: list[dict[str, Any]] = []
+    for i, obj in enumerate(raw):
+        try:
+            uid = EntityUid.from_json(obj.get("uid") if isinstance(obj, dict) else None)
+            ps = frozenset(EntityUid.from_json(p) for p in obj.get("parents", []))
+        except (ValueError, AttributeError, TypeError) as e:
+            errors.append(Diagnostic(f"entity #{i}: {e}", where))
+            continue
+        attrs = obj.get("attrs") or {}
+        if uid in parents:
+            errors.append(Diagnostic(f"entity `{uid}`: listed twice", where))
+        parents[uid] = ps
+        errors.extend(_check(uid, ps, attrs, schema, where))
+        if uid.type == "NetworkDestination":
+            member = parse_member(uid)
+            if member is None:
+                errors.append(
+                    Diagnostic(
+                        f"entity `{uid}`: expected `<host>:<port>/<tcp|udp>` or "
+                        "`<ip>:<port>/<tcp|udp>` (IPv6 in brackets)",
+                        where,
+                    )
+                )
+            else:
+                members.append(member)
+            continue
+        if uid.type in ("FilePath", "Executable"):
+            attrs = {"path": uid.id}
+        cedar_json.append(
+            {
+                "uid": {"type": uid.type, "id": uid.id},
+                "attrs": attrs,
+                "parents": [{"type": p.type, "id": p.id} for p in sorted(ps)],
+            }
+        )
+    if errors:
+        raise EntitiesError(errors)
+    try:
+        cedarpy.Entities.from_json_str(json.dumps(cedar_json), schema.text)
+    except ValueError as e:
+        raise EntitiesError(Diagnostic(f"does not match the schema: {e}", where)) from e
+    return Entities(parents, _closure(parents), tuple(members), tuple(cedar_json))
+
+
+def _check(
+    uid: EntityUid,
+    ps: frozenset[EntityUid],
+    attrs: Any,
+    schema: SandboxSchema,
+    where: Location,
+) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    info = schema.entity_types.get(uid.type)
+    if info is None:
+        return [Diagnostic(f"entity `{uid}`: unknown entity type `{uid.type}`", where)]
+    if uid.type == "Agent" and uid.id.startswith(RESERVED_PREFIX):
+        out.append(
+            Diagnostic(
+                f"entity `{uid}`: agent ids starting with `{RESERVED_PREFIX}` are reserved", where
+            )
+        )
+    for p in ps:
+        if p.type not in info.parents:
+            out.append(Diagnostic(f"entity `{uid}`: a `{uid.type}` cannot be in `{p}`", where))
+    if uid.type == "NetworkDestination" and attrs:
+        out.append(
+            Diagnostic(
+                f"entity `{uid}`: destination-set members take their attributes from the "
+                "connection: leave `attrs` empty",
+                where,
+            )
+        )
+    if uid.type in ("FilePath", "Executable"):
+        if not isinstance(attrs, dict) or attrs.get("path", uid.id) != uid.id:
+            out.append(Diagnostic(f"entity `{uid}`: the `path` attribute must equal the id", where))
+        if not uid.id.startswith("/"):
+            out.append(Diagnostic(f"entity `{uid}`: a path must be absolute", where))
+    return out
+
+
+def _closure(
+    parents: dict[EntityUid, frozenset[EntityUid]],
+) -> dict[EntityUid, frozenset[EntityUid]]:
+    out: dict[EntityUid, frozenset[EntityUid]] = {}
+    for uid, direct in parents.items():
+        seen: set[EntityUid] = set()
+        todo = list(direct)
+        while todo:
+            p = todo.pop()
+            if p not in seen:
+                seen.add(p)
+                todo.extend(parents.get(p, ()))
+        out[uid] = frozenset(seen)
+    return out
