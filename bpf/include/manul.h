@@ -80,4 +80,142 @@ struct manul_test_event {
 	char comm[MANUL_COMM_LEN];
 };
 
+/* ---- Sandbox policy maps (compiler/layout.py) ------------------------------
+ * The kernel half of `manul compile`. The compiler (compiler/) turns Cedar
+ * sandbox policies into entries of the maps below; agent/sandbox writes
+ * them; bpf/sandbox.bpf.c reads them from BPF LSM hooks (cgroup connect and
+ * sendmsg hooks where LSM cannot load). docs/policy.md has the policy view.
+ *
+ * A *sandbox* is one principal (an Agent, an anonymous member of an
+ * AgentClass, or `default`) with a numeric id >= 1 in every key. Cedar's
+ * rules are resolved at compile time: forbid beats permit, anything not
+ * permitted is denied, per action, and every LPM entry already carries the
+ * verdicts of all shorter prefixes that match it. So the BPF side makes ONE
+ * lookup per decision and never combines entries.
+ *
+ * How a hook decides:
+ *  1. Sandbox. Look up the task's cgroup id in `sandbox_cgroups`; if it
+ *     misses, look up its ancestors (bpf_get_current_ancestor_cgroup_id)
+ *     and take the deepest binding, so a child cgroup cannot escape. No
+ *     binding: not sandboxed, allow. MANUL_SBX_F_ENFORCE clear: decide and
+ *     report, but allow (audit mode).
+ *  2. Key. Build the key below from what the hook sees (a resolved path,
+ *     or family + address); one bpf_map_lookup_elem() on the LPM map.
+ *  3. Verdict. A miss is a deny (fail closed); the compiler writes a root
+ *     entry (prefixlen = 32 for paths, 64 for each address family) for
+ *     every sandbox, so a miss means the sandbox id has no entries at all.
+ *     `rule_id` names the deciding policies (CompiledSandbox.rules maps it
+ *     to Cedar @ids); 0 = nothing permitted (Cedar's default deny).
+ *  4. Errno. file: -ENOENT (the file looks absent); exec and loadLibrary:
+ *     -EPERM; connect: -ECONNREFUSED (cgroup fallback: bpf_set_retval()
+ *     where the kernel has it, else the hook's -EPERM).
+ */
+#define MANUL_SBX_LPM_DATA_MAX	256	/* the kernel's LPM_DATA_SIZE_MAX */
+#define MANUL_SBX_PATH_BYTES	252	/* LPM data minus the sandbox id */
+#define MANUL_SBX_PATH_ACTIONS	4
+#define MANUL_SBX_NET_RANGES	16
+
+/* Slots of manul_path_val: rule_id[] index and `allow` bit number. */
+enum manul_sbx_path_action {
+	MANUL_SBX_READ = 0,		/* readFile: file_open with FMODE_READ */
+	MANUL_SBX_WRITE = 1,		/* writeFile: file_open with FMODE_WRITE */
+	MANUL_SBX_EXEC = 2,		/* exec: bprm_check_security */
+	MANUL_SBX_LOAD_LIBRARY = 3,	/* loadLibrary: mmap_file/file_mprotect with PROT_EXEC */
+};
+
+#define MANUL_SBX_PROTO_TCP	1	/* manul_net_range.protos bits */
+#define MANUL_SBX_PROTO_UDP	2
+#define MANUL_SBX_F_ENFORCE	1	/* manul_sandbox_binding.flags */
+
+/* sandbox_cgroups: BPF_MAP_TYPE_HASH, key __u64 cgroup id (the inode of the
+ * cgroup v2 directory), value below; max_entries 4096 suggested. Written by
+ * agent/sandbox when a workload starts; the compiler does not fill it. */
+struct manul_sandbox_binding {
+	__u32 sandbox_id;
+	__u32 flags;			/* MANUL_SBX_F_* */
+};
+
+/* sandbox_paths: BPF_MAP_TYPE_LPM_TRIE (BPF_F_NO_PREALLOC), key and value
+ * below; max_entries 65536 suggested. Decides readFile, writeFile, exec and
+ * loadLibrary on the path the kernel resolved (d_path from the task's root:
+ * absolute, symlinks resolved, no `.`/`..`).
+ *
+ *   byte 0    4           8                                   8+252
+ *        | prefixlen | sandbox_id | path bytes ...                 |
+ *
+ * Entries (prefixlen counts bits of sandbox_id + path):
+ *   exact `/a/b`      path = "/a/b\0"  prefixlen = 32 + 8 * 5
+ *   prefix `/a/b*`    path = "/a/b"    prefixlen = 32 + 8 * 4
+ *   root (`*`)        path = ""        prefixlen = 32
+ * The NUL inside an exact key's prefix is what keeps `/a/b` from matching
+ * `/a/bc`. So an exact path is at most 251 bytes, a prefix at most 252;
+ * the compiler refuses longer ones.
+ *
+ * Lookup: resolve the path into a scratch buffer (bpf_d_path, up to
+ * PATH_MAX; failure: deny), copy n = min(strlen + 1, 252) bytes (the NUL
+ * included when it fits) to key.path, prefixlen = 32 + 8 * n. A path cut
+ * at 252 bytes is still decided exactly: no entry is longer than 252.
+ * Allowed iff every needed slot's bit is set in `allow` (O_RDWR needs READ
+ * and WRITE). An open with FMODE_EXEC is the exec itself: decide it as
+ * EXEC in bprm_check_security, not as a read.
+ */
+struct manul_path_key {
+	__u32 prefixlen;
+	__u32 sandbox_id;		/* host byte order, always fully matched */
+	__u8 path[MANUL_SBX_PATH_BYTES];
+};
+
+struct manul_path_val {
+	__u32 rule_id[MANUL_SBX_PATH_ACTIONS];	/* per slot; 0 = default deny */
+	__u8 allow;			/* bit (1 << slot): 1 = allow */
+	__u8 pad[3];
+};
+
+/* sandbox_net: BPF_MAP_TYPE_LPM_TRIE (BPF_F_NO_PREALLOC), key and value
+ * below; max_entries 16384 suggested. Decides connectNetwork.
+ *
+ *   byte 0    4           8          12                  28
+ *        | prefixlen | sandbox_id | family | addr[16]      |
+ *
+ * Entries: prefixlen = 64 + CIDR bits; family AF_INET (2) or AF_INET6
+ * (10); addr in network byte order, IPv4 in addr[0..3], the rest zero.
+ * Host names in policies are resolved by the agent and compiled to /32 and
+ * /128 entries.
+ *
+ * Lookup: an IPv4-mapped IPv6 destination (::ffff:a.b.c.d) is looked up as
+ * AF_INET a.b.c.d; prefixlen = 64 + 32 (IPv4) or 64 + 128 (IPv6). The value
+ * holds up to 16 port ranges, disjoint in (port, protocol) and sorted by
+ * port_lo; gaps are denied with rule 0:
+ *
+ *   bit = TCP ? MANUL_SBX_PROTO_TCP : UDP ? MANUL_SBX_PROTO_UDP : 0;
+ *   for (i = 0; i < MANUL_SBX_NET_RANGES && i < v->nranges; i++)
+ *       if (v->range[i].port_lo <= port && port <= v->range[i].port_hi &&
+ *           (v->range[i].protos & bit))
+ *           return v->range[i].allow;     (rule: v->range[i].rule_id)
+ *   return deny;                           (rule 0)
+ *
+ * port is in host byte order (bpf_ntohs of the sockaddr's). Protocols other
+ * than TCP and UDP match no range and are denied.
+ */
+struct manul_net_key {
+	__u32 prefixlen;
+	__u32 sandbox_id;		/* host byte order, always fully matched */
+	__u32 family;			/* AF_INET or AF_INET6, always fully matched */
+	__u8 addr[16];
+};
+
+struct manul_net_range {
+	__u16 port_lo;			/* inclusive, host byte order */
+	__u16 port_hi;			/* inclusive */
+	__u8 protos;			/* MANUL_SBX_PROTO_* bits */
+	__u8 allow;			/* 1 = allow, 0 = deny (by a forbid: rule_id) */
+	__u16 pad;
+	__u32 rule_id;
+};
+
+struct manul_net_val {
+	__u32 nranges;			/* ranges in use, <= MANUL_SBX_NET_RANGES */
+	struct manul_net_range range[MANUL_SBX_NET_RANGES];
+};
+
 #endif /* MANUL_H */
