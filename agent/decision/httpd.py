@@ -66,8 +66,8 @@ class DecisionHTTP:
 
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="manul-authz-http")
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True, name="manul-authz-http")
 
     @property
     def port(self) -> int:

@@ -98,7 +98,7 @@ class HttpFetcher:
 class _Entry:
     keys: dict[str, PublicKey]  # kid -> key ("" for keys without a kid)
     fetched: float
-    attempted: float
+    forced: float  # last refetch caused by an unknown kid
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -160,14 +160,15 @@ class JWKSCache:
         with self._lock:
             e = self._entries.get(uri)
             if e is None:
-                e = self._entries[uri] = _Entry({}, fetched=-1e18, attempted=-1e18)
+                e = self._entries[uri] = _Entry({}, fetched=-1e18, forced=-1e18)
             return e
 
     def _refresh(self, uri: str, e: _Entry, *, forced: bool) -> None:
         now = self.clock()
-        if forced and now - e.attempted < self.min_refresh:
-            return
-        e.attempted = now
+        if forced:
+            if now - e.forced < self.min_refresh:
+                return
+            e.forced = now
         try:
             e.keys = import_public_keys(self.fetch(uri), uri)
             e.fetched = now
