@@ -19,6 +19,8 @@ from agent import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("agent.commands.run", "run", "Run the node agent in the foreground."),
     "doctor": ("agent.commands.doctor", "doctor", "Report what this kernel supports."),
+    "compile": ("agent.commands.compile", "compile_cmd",
+                "Compile Cedar sandbox policies to kernel map entries."),
     "authz": ("agent.commands.authz", "authz", "Serve Envoy ext_authz decisions on a Unix socket."),
     "check": ("agent.commands.check", "check",
               "Ask the decision point for a decision and its explanation."),

@@ -24,10 +24,12 @@ from typing import Literal
 
 from compiler import layout
 from compiler.errors import Diagnostic, LimitError
-from compiler.ir import PROTOCOLS, Rule, SandboxIR, Unknown, atoms
+from compiler.expr import render_pattern
+from compiler.ir import PROTOCOLS, HostLike, Rule, SandboxIR, Unknown, atoms
 from compiler.regions import Bounds, NetUniverse, PathUniverse, bits_of, evaluate, path_atoms
 from compiler.result import Approximation, MapEntry, Provenance
 from compiler.schema import PATH_ACTIONS
+from compiler.values import pattern_regex
 
 PROTO_BITS = (layout.PROTO_TCP, layout.PROTO_UDP)  # same order as ir.PROTOCOLS
 
@@ -169,6 +171,16 @@ def _lower_net(
 ) -> tuple[MapEntry, ...]:
     u = NetUniverse([r.formula for r in rs], resolved)
     out.hosts = u.hosts
+    patterns = sorted(
+        {a.pattern for r in rs for a in atoms(r.formula) if isinstance(a, HostLike)}, key=str
+    )
+    for p in patterns:
+        rx = pattern_regex(p)
+        hits = ", ".join(f"`{h}`" for h in u.hosts if rx.fullmatch(h)) or "none"
+        out.notes.append(
+            f"host pattern `{render_pattern(p)}` matches the resolved hosts {hits}: the kernel "
+            "cannot match a name nobody resolved"
+        )
     v = _verdicts(rs, u, rules, out)
     by_net: dict[object, list[int]] = {}
     for s, slot in enumerate(u.slots):
@@ -177,9 +189,14 @@ def _lower_net(
     for net, slots in by_net.items():
         if len(slots) > 1:
             hosts = ", ".join(f"`{u.slots[s].host}`" for s in slots)
-            out.notes.append(
-                f"address `{net}` resolves from hosts {hosts}: the kernel cannot tell them "
-                "apart and allows only what every one of them is allowed"
+            out.approximations.append(
+                Approximation(
+                    "*",
+                    "connectNetwork",
+                    "narrowed",
+                    f"address `{net}` resolves from hosts {hosts}: the kernel cannot tell them "
+                    "apart and allows only what every one of them is allowed",
+                )
             )
         ranges = _ranges(u, v, slots)
         allow_ranges = [r for r in ranges if r[3]]

@@ -114,7 +114,7 @@ def compile_policies(
                 ir=sir,
             )
         )
-    hosts = sorted({h for s in compiled for h in s.hosts} | ents.hosts() | _named_hosts(policies))
+    hosts = sorted(ents.hosts() | _named_hosts(policies))
     return Compilation(
         sandboxes=tuple(compiled),
         rules=table.table(),

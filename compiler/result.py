@@ -80,7 +80,7 @@ class CompiledSandbox:
     gateway: tuple[GatewayItem, ...]
     approximations: tuple[Approximation, ...]
     notes: tuple[str, ...]
-    hosts: tuple[str, ...]  # host names its rules read; resolve and recompile
+    hosts: tuple[str, ...]  # resolved host names whose addresses its entries encode
     ir: SandboxIR = field(compare=False)
 
 
@@ -93,7 +93,9 @@ class Compilation:
     policy_text: str
     entities_json: tuple[dict[str, Any], ...]
     schema_text: str
-    hosts: tuple[str, ...]  # every host name to resolve
+    # Host names the policies and destination sets name: what the agent
+    # resolves before compiling (patterns match only names resolved).
+    hosts: tuple[str, ...]
 
     def sandbox(self, name: str) -> CompiledSandbox | None:
         return next((s for s in self.sandboxes if s.name == name), None)
