@@ -83,7 +83,7 @@ class Evaluator:
         if sl.policy_set is None:
             return Verdict(False, (), f"no policy applies to {req.describe()}")
         result = cedarpy.is_authorized(req.as_cedar(), sl.policy_set, sl.entities, schema())
-        return _verdict(result, req, len(sl.ids))
+        return _verdict(result, req, len(sl.ids), self.index.order)
 
     def decide_full(self, req: CedarRequest) -> Verdict:
         """The same decision on the whole policy set and every entity (no slicing)."""
@@ -94,7 +94,7 @@ class Evaluator:
         if req.extra:
             entities = entities.with_added_json_str(self.graph.to_json(req.extra, req.extra))
         result = cedarpy.is_authorized(req.as_cedar(), policies, entities, schema())
-        return _verdict(result, req, len(self.index))
+        return _verdict(result, req, len(self.index), self.index.order)
 
     def slice_ids(self, req: CedarRequest) -> tuple[str, ...]:
         return self._slice(req).ids
@@ -145,8 +145,10 @@ class Evaluator:
         return _Slice(ids, ps, entities)
 
 
-def _verdict(result: cedarpy.AuthzResult, req: CedarRequest, evaluated: int) -> Verdict:
-    reasons = tuple(result.diagnostics.reasons)
+def _verdict(result: cedarpy.AuthzResult, req: CedarRequest, evaluated: int,
+             order: Mapping[str, int]) -> Verdict:
+    # Cedar reports determining policies in no particular order; use load order
+    reasons = tuple(sorted(result.diagnostics.reasons, key=lambda r: order.get(r, len(order))))
     errors = tuple(result.diagnostics.errors)
     if result.decision is cedarpy.Decision.Allow:
         why = "permitted by " + ", ".join(f"`{r}`" for r in reasons)

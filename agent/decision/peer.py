@@ -176,10 +176,11 @@ class PeerGate:
         self._thread.start()
 
     def _accept_loop(self) -> None:
-        assert self._sock is not None
+        listener = self._sock
+        assert listener is not None
         while True:
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = listener.accept()
             except OSError:
                 return  # stop() shut the listener down
             try:
@@ -194,9 +195,9 @@ class PeerGate:
             self.rejected += 1
             log.warning("refused a connection on %s from uid %d gid %d pid %d: not in the "
                         "allow-list", self.path, cred.uid, cred.gid, cred.pid)
-            conn.close()
             if self.on_reject is not None:
-                self.on_reject(cred)
+                self.on_reject(cred)  # recorded before the peer can see the refusal
+            conn.close()
             return
         inner = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
