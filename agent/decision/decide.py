@@ -112,19 +112,19 @@ class DecisionPoint:
 
     def check(self, inc: Incoming, start: float | None = None) -> Outcome:
         start = time.perf_counter() if start is None else start
-        with self.tracer.start_as_current_span(
-                "manul.authz.check", context=parent_context(inc.headers),
-                kind=SpanKind.SERVER) as span:
-            try:
-                outcome = self._decide(inc)
-            except Exception as e:
-                log.exception("decision failed")
-                outcome = _deny(403, f"internal error: {type(e).__name__}: the request is "
-                                     "denied (fail closed)")
-            ctx = span.get_span_context()
-            outcome = _with(outcome, trace_id=f"{ctx.trace_id:032x}" if ctx.is_valid else "",
-                            request_id=inc.request_id)
-            _annotate(span, outcome)
+        span = self.tracer.start_span("manul.authz.check", context=parent_context(inc.headers),
+                                      kind=SpanKind.SERVER)
+        try:
+            outcome = self._decide(inc)
+        except Exception as e:
+            log.exception("decision failed")
+            outcome = _deny(403, f"internal error: {type(e).__name__}: the request is "
+                                 "denied (fail closed)")
+        ctx = span.get_span_context()
+        outcome = _with(outcome, trace_id=f"{ctx.trace_id:032x}" if ctx.is_valid else "",
+                        request_id=inc.request_id)
+        _annotate(span, outcome)
+        span.end()
         return self._finish(inc, outcome, start)
 
     # -- the pipeline ------------------------------------------------------
@@ -137,39 +137,44 @@ class DecisionPoint:
             return _deny(401, f"unauthenticated: {e}")
         caller = auth.caller
         key = caller.meta.key
-        principal = caller_uid(caller)
-        who = Outcome(False, 403, "", caller=key, principal=uid_str(principal),
-                      mechanism=auth.mechanism.value)
+        principal = uid_str(caller_uid(caller))
+        mech = auth.mechanism.value
         if snap.evaluator is None:
-            return _with(who, reason=snap.policy_error or "no policy loaded")
+            return Outcome(False, 403, snap.policy_error or "no policy loaded", caller=key,
+                           principal=principal, mechanism=mech)
         try:
             dest = snap.destinations.resolve(inc)
             mapped = map_request(inc, dest)
             chain = self._chain(inc, caller, key)
         except (RequestError, DelegationError) as e:
-            return _with(who, reason=str(e))
+            return Outcome(False, 403, str(e), caller=key, principal=principal, mechanism=mech)
         facts = self.facts.get(key)
+        members = chain.members
         context = {
-            "time": cedar_datetime(self.clock()), "authn": auth.mechanism.value,
-            "on_behalf_of": chain.subject, "chain": chain.members,
+            "time": cedar_datetime(self.clock()), "authn": mech,
+            "on_behalf_of": chain.subject, "chain": members,
             "delegation_depth": chain.depth, "quarantined": facts.quarantined,
             "anomaly_level": facts.anomaly_level, **mapped.context}
-        req = CedarRequest(principal, mapped.action, mapped.resource, context, mapped.extra)
+        req = CedarRequest(caller_uid(caller), mapped.action, mapped.resource, context,
+                           mapped.extra)
         verdict = snap.evaluator.decide(req)
-        base = _with(who, reason=verdict.reason, on_behalf_of=chain.subject,
-                     chain=tuple(chain.members), delegation_depth=chain.depth,
-                     action=mapped.action.value, resource=uid_str(mapped.resource),
-                     summary=mapped.summary, policies=verdict.policies,
-                     evaluated=verdict.evaluated, cedar=req.as_cedar())
-        if not verdict.allowed:
-            return base
-        try:
-            token, claims = self.minter.mint(
-                subject=chain.subject, audience=dest.audience, actors=chain.next_actors(),
-                action=mapped.action.value, resource=uid_str(mapped.resource))
-        except TokenError as e:
-            return _with(base, reason=f"allowed, but no token could be minted: {e}")
-        return _with(base, allowed=True, status=200, token=token, token_claims=claims)
+        resource = uid_str(mapped.resource)
+        token, reason = "", verdict.reason
+        claims: dict[str, Any] = {}
+        if verdict.allowed:
+            try:
+                token, claims = self.minter.mint(
+                    subject=chain.subject, audience=dest.audience, actors=chain.next_actors(),
+                    action=mapped.action.value, resource=resource)
+            except TokenError as e:
+                reason = f"allowed, but no token could be minted: {e}"
+        allowed = verdict.allowed and bool(token)
+        return Outcome(
+            allowed, 200 if allowed else 403, reason, policies=verdict.policies, caller=key,
+            principal=principal, mechanism=mech, on_behalf_of=chain.subject,
+            chain=tuple(members), delegation_depth=chain.depth, action=mapped.action.value,
+            resource=resource, summary=mapped.summary, token=token, token_claims=claims,
+            evaluated=verdict.evaluated, cedar=req.as_cedar())
 
     def _chain(self, inc: Incoming, caller: Any, key: str) -> Chain:
         token = inc.header(DELEGATION_HEADER).strip()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.decision.local import LocalDecider
 from tests.unit.decision.authz_helpers import (
     EXAMPLE_POLICIES,
     Issuer,
@@ -43,3 +44,13 @@ def running(tmp_path: Path, folders: tuple[Path, Path]) -> Iterator[Running]:
     r = start_server(tmp_path, *folders)
     yield r
     r.server.stop()
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory,
+          issuers: dict[str, Issuer]) -> LocalDecider:
+    base = tmp_path_factory.mktemp("local")
+    reg = base / "registry"
+    reg.mkdir()
+    (reg / "all.yaml").write_text(registry_yaml(issuers))
+    return LocalDecider(reg, EXAMPLE_POLICIES)
