@@ -19,6 +19,8 @@ from agent import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("agent.commands.run", "run", "Run the node agent in the foreground."),
     "doctor": ("agent.commands.doctor", "doctor", "Report what this kernel supports."),
+    "discover": ("agent.commands.discover", "discover",
+                 "Watch which workloads call LLM providers, and classify them."),
     "compile": ("agent.commands.compile", "compile_cmd",
                 "Compile Cedar sandbox policies to kernel map entries."),
     "authz": ("agent.commands.authz", "authz", "Serve Envoy ext_authz decisions on a Unix socket."),
@@ -58,6 +60,7 @@ def cli(verbose: int) -> None:
     Start here:
       manul doctor            what this node's kernel can enforce and observe
       manul run               the node agent (host mode: examples/registry/)
+      manul discover          who on this node calls LLM providers
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(

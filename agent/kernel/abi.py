@@ -9,7 +9,7 @@ mirrored in compiler/layout.py instead.
 from __future__ import annotations
 
 import ctypes
-from ctypes import c_char, c_uint16, c_uint32, c_uint64
+from ctypes import c_char, c_uint8, c_uint16, c_uint32, c_uint64
 from typing import TypeVar
 
 COMM_LEN = 16
@@ -22,7 +22,12 @@ ERR_NAMES = {ERR_RINGBUF_FULL: "ringbuf_full", ERR_MAP_UPDATE: "map_update",
              ERR_READ: "read", ERR_TRUNCATED: "truncated"}
 
 # enum manul_event_type
-EV_EXEC, EV_BENCH, EV_TEST = 1, 2, 3
+EV_EXEC, EV_BENCH, EV_TEST, EV_TLS, EV_QUARANTINE = 1, 2, 3, 4, 5
+
+# TLS capture (manul.h: TLS discovery)
+TLS_CAPTURE = 4096
+TLS_BUF = 2 * TLS_CAPTURE
+TLS_COMPLETE, TLS_TRUNCATED, TLS_MULTISEG, TLS_GAP, TLS_NO_PROC = 1, 2, 4, 8, 16
 
 
 class manul_event_hdr(ctypes.Structure):
@@ -46,11 +51,47 @@ class manul_test_event(ctypes.Structure):
                 ("comm", c_char * COMM_LEN))
 
 
+class manul_tls_sk(ctypes.Structure):
+    _fields_ = (("state", c_uint32), ("isn", c_uint32), ("got", c_uint32),
+                ("next_rec", c_uint32), ("hs_total", c_uint32), ("hs_seen", c_uint32))
+
+
+class manul_sock_proc(ctypes.Structure):
+    _fields_ = (("pid", c_uint32), ("tgid", c_uint32), ("uid", c_uint32), ("_pad", c_uint32),
+                ("cgroup_id", c_uint64), ("comm", c_char * COMM_LEN))
+
+
+class manul_tls_event(ctypes.Structure):
+    _fields_ = (("hdr", manul_event_hdr), ("cookie", c_uint64), ("cgroup_id", c_uint64),
+                ("pid", c_uint32), ("tgid", c_uint32), ("uid", c_uint32), ("flags", c_uint32),
+                ("family", c_uint16), ("sport", c_uint16), ("dport", c_uint16),
+                ("len", c_uint16), ("saddr", c_uint8 * 16), ("daddr", c_uint8 * 16),
+                ("comm", c_char * COMM_LEN), ("data", c_uint8 * TLS_BUF))
+
+
+TLS_DATA_OFFSET = manul_tls_event.data.offset
+
+
+class manul_addr_key(ctypes.Structure):
+    _fields_ = (("prefixlen", c_uint32), ("addr", c_uint8 * 16))
+
+
+class manul_quarantine_event(ctypes.Structure):
+    _fields_ = (("hdr", manul_event_hdr), ("cgroup_id", c_uint64), ("pid", c_uint32),
+                ("tgid", c_uint32), ("family", c_uint16), ("dport", c_uint16),
+                ("_pad", c_uint32), ("daddr", c_uint8 * 16), ("comm", c_char * COMM_LEN))
+
+
 MIRRORS: dict[str, type[ctypes.Structure]] = {
     "manul_event_hdr": manul_event_hdr,
     "manul_exec_event": manul_exec_event,
     "manul_bench_event": manul_bench_event,
     "manul_test_event": manul_test_event,
+    "manul_tls_sk": manul_tls_sk,
+    "manul_sock_proc": manul_sock_proc,
+    "manul_tls_event": manul_tls_event,
+    "manul_addr_key": manul_addr_key,
+    "manul_quarantine_event": manul_quarantine_event,
 }
 
 

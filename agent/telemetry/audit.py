@@ -39,7 +39,7 @@ class AuditLog:
             self._stream = os.fdopen(fd, "a", buffering=1)
             self._own = True
 
-    def write(self, kind: str, **fields: Any) -> dict[str, Any]:
+    def write(self, kind: str, /, **fields: Any) -> dict[str, Any]:
         rec = {"time": time.time(), "node": self.node, "kind": kind, **fields}
         line = json.dumps(rec, separators=(",", ":"), default=str)
         with self._lock:

@@ -41,6 +41,8 @@ enum manul_event_type {
 	MANUL_EV_EXEC = 1,		/* struct manul_exec_event */
 	MANUL_EV_BENCH = 2,		/* struct manul_bench_event */
 	MANUL_EV_TEST = 3,		/* struct manul_test_event (tests/bpf) */
+	MANUL_EV_TLS = 4,		/* struct manul_tls_event */
+	MANUL_EV_QUARANTINE = 5,	/* struct manul_quarantine_event */
 };
 
 struct manul_event_hdr {
@@ -77,6 +79,92 @@ struct manul_test_event {
 	__u64 cgroup_id;
 	__u32 kind;
 	__u32 value;
+	char comm[MANUL_COMM_LEN];
+};
+
+/* ---- TLS discovery (bpf/tls.bpf.c) -------------------------------------------
+ * A ClientHello is captured from the first payload byte of a TCP stream up
+ * to the end of its handshake message, across segments, at most
+ * MANUL_TLS_CAPTURE bytes. The prefix rule (agent/discovery/clienthello.py
+ * docstring) decides whether a stream starts with one.
+ */
+#define MANUL_TLS_CAPTURE 4096		/* bytes of ClientHello kept, at most */
+#define MANUL_TLS_BUF (2 * MANUL_TLS_CAPTURE)	/* room for masked offsets */
+
+enum manul_tls_flags {
+	MANUL_TLS_COMPLETE = 1,		/* the whole handshake message is here */
+	MANUL_TLS_TRUNCATED = 2,	/* cut at MANUL_TLS_CAPTURE */
+	MANUL_TLS_MULTISEG = 4,		/* assembled from more than one segment */
+	MANUL_TLS_GAP = 8,		/* a sequence gap ended the capture early */
+	MANUL_TLS_NO_PROC = 16,		/* no connect() seen: pid/comm unknown */
+};
+
+/* Per-socket state (BPF_MAP_TYPE_SK_STORAGE `tls_sk`). A socket whose first
+ * payload is not a ClientHello, or whose ClientHello was sent, is DONE:
+ * every later packet of it costs this one lookup. */
+enum manul_tls_state {
+	MANUL_TLS_ST_CAPTURING = 1,
+	MANUL_TLS_ST_DONE = 2,
+};
+
+struct manul_tls_sk {
+	__u32 state;
+	__u32 isn;			/* TCP sequence of the first payload byte */
+	__u32 got;			/* bytes captured, contiguous from isn */
+	__u32 next_rec;			/* stream offset of the next record header */
+	__u32 hs_total;			/* handshake message length + 4 */
+	__u32 hs_seen;			/* handshake bytes in the records walked */
+};
+
+/* Who connected a socket (cgroup/connect4/6, observe only), by cookie. */
+struct manul_sock_proc {
+	__u32 pid;
+	__u32 tgid;
+	__u32 uid;
+	__u32 _pad;
+	__u64 cgroup_id;
+	char comm[MANUL_COMM_LEN];
+};
+
+/* One captured ClientHello; `len` bytes of `data` follow the fixed part.
+ * The record in the ring buffer is sizeof(fixed part) + len bytes long. */
+struct manul_tls_event {
+	struct manul_event_hdr hdr;
+	__u64 cookie;			/* socket cookie */
+	__u64 cgroup_id;		/* the socket's cgroup (bpf_skb_cgroup_id) */
+	__u32 pid;			/* from the connect hook; 0 if unknown */
+	__u32 tgid;
+	__u32 uid;
+	__u32 flags;			/* enum manul_tls_flags */
+	__u16 family;			/* AF_INET or AF_INET6 */
+	__u16 sport;			/* host byte order */
+	__u16 dport;
+	__u16 len;			/* bytes of data */
+	__u8 saddr[16];			/* IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+	char comm[MANUL_COMM_LEN];
+	__u8 data[MANUL_TLS_BUF];
+};
+
+/* ---- Quarantine (bpf/quarantine.bpf.c) ---------------------------------------
+ * Workloads in `quarantined` (cgroup id -> 1) may connect only to addresses
+ * in `quarantine_allow` (the gateway); anything else is refused (EPERM)
+ * and reported.
+ */
+struct manul_addr_key {			/* LPM key: prefixlen counts bits of `addr` */
+	__u32 prefixlen;
+	__u8 addr[16];			/* IPv4 as ::ffff:a.b.c.d */
+};
+
+struct manul_quarantine_event {
+	struct manul_event_hdr hdr;
+	__u64 cgroup_id;
+	__u32 pid;
+	__u32 tgid;
+	__u16 family;
+	__u16 dport;
+	__u32 _pad;
+	__u8 daddr[16];
 	char comm[MANUL_COMM_LEN];
 };
 

@@ -1,0 +1,80 @@
+"""`manul run`: the node agent in the foreground (host mode by default)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import click
+from rich.console import Console
+
+from agent.commands._discovery_view import observation_line
+from agent.daemon import Daemon, DaemonConfig
+from agent.discovery.service import Observation
+from agent.errors import ManulError
+
+
+@click.command()
+@click.option("--registry", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder of registry YAML (Agent, LLMProvider, ... records).")
+@click.option("--listen", default="127.0.0.1:9464", show_default=True,
+              help="Address of /metrics, /healthz and /inventory (empty to disable).")
+@click.option("--audit-log", default="/var/log/manul/audit.jsonl", show_default=True,
+              help="Audit log (JSON lines); `-` writes it to stdout.")
+@click.option("--quarantine-shadow", is_flag=True,
+              help="Deny shadow agents' egress except to the gateway (and --allow).")
+@click.option("--allow", "allow", multiple=True, metavar="CIDR",
+              help="With --quarantine-shadow: also allow this address or CIDR.")
+def run(registry: Path, listen: str, audit_log: str, quarantine_shadow: bool,
+        allow: tuple[str, ...]) -> None:
+    """Run Manul's node agent in the foreground until Ctrl-C.
+
+    It probes the kernel, watches the registry folder, and turns on
+    discovery: every TLS handshake on this host to an LLM provider is
+    attributed to its workload and printed, classified `registered`,
+    `shadow`, `unattributable` or `governed` (through the gateway).
+    """
+    con = Console(highlight=False)
+    audit = audit_log
+    try:
+        daemon = Daemon(DaemonConfig(registry=registry, listen=listen, audit_log=audit,
+                                     quarantine_shadow=quarantine_shadow,
+                                     quarantine_allow=list(allow)),
+                        on_observation=lambda o: _print(con, o))
+    except ManulError as e:
+        con.print(f"[red]manul run:[/] {e}")
+        sys.exit(1)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        daemon.stop_event.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+    def ready(address: tuple[str, int] | None) -> None:
+        reg = daemon.registry()
+        con.print(f"[bold]Manul[/] watching TLS handshakes on this host "
+                  f"(registry `{registry}`: {len(reg.agents)} agents, "
+                  f"{len(reg.providers)} extra providers).")
+        for m in daemon.mechanisms:
+            note = f"  [yellow]degraded: {m.note}[/]" if m.degraded else ""
+            con.print(f"  {m.concern:<10} {m.mechanism}{note}")
+        if address:
+            con.print(f"  http       http://{address[0]}:{address[1]}/metrics, /healthz, "
+                      "/inventory")
+        con.print(f"  audit      {audit}")
+        con.print("Make an HTTPS call to an LLM provider (e.g. "
+                  "`curl https://api.openai.com/v1/models`) and it appears below. Ctrl-C stops.")
+
+    try:
+        daemon.run(ready=ready)
+    except ManulError as e:
+        con.print(f"[red]manul run:[/] {e}")
+        sys.exit(1)
+    con.print(f"stopped: {daemon.discovery.stats.llm} LLM handshakes classified.")
+
+
+def _print(con: Console, o: Observation) -> None:
+    con.print(observation_line(o))

@@ -1,0 +1,143 @@
+"""The node agent: composes the parts and runs them until told to stop.
+
+`manul run` builds a `Daemon` from its flags. Host mode (the default) reads
+the registry from a folder of YAML and attributes workloads from cgroup
+paths; cluster mode adds pods from the Kubernetes API. What runs today:
+the kernel feature probe (reported, and exported as `manul_mechanism_info`),
+the registry watch, TLS discovery with classification and optional
+quarantine of shadow agents, and the HTTP endpoint (/metrics, /healthz,
+/inventory).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.discovery.quarantine import Quarantine, resolve_hosts
+from agent.discovery.sensor import TlsSensor
+from agent.discovery.service import Discovery, Observation
+from agent.kernel import fs
+from agent.kernel.probe import Feature, Mechanism, choose_mechanisms, safe_probe_all
+from agent.registry import FileSource, Registry
+from agent.telemetry import metrics
+from agent.telemetry.audit import AuditLog
+from agent.telemetry.http import HttpServer
+from agent.workloads import WorkloadResolver
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DaemonConfig:
+    registry: Path
+    listen: str = "127.0.0.1:9464"  # "" for no HTTP endpoint
+    audit_log: str | None = None  # None: stdout is the console; audit goes to a file or off
+    quarantine_shadow: bool = False
+    quarantine_allow: list[str] = field(default_factory=list)
+    trust_domain: str = "cluster.local"
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig,
+                 on_observation: Callable[[Observation], None] | None = None) -> None:
+        self.config = config
+        self.on_observation = on_observation
+        self.stop_event = threading.Event()
+        self.features: list[Feature] = []
+        self.mechanisms: list[Mechanism] = []
+        self.source = FileSource(config.registry)
+        self.resolver = WorkloadResolver(trust_domain=config.trust_domain)
+        self.audit = AuditLog(config.audit_log) if config.audit_log else None
+        self.quarantine = Quarantine() if config.quarantine_shadow else None
+        root_id = fs.cgroup_id(fs.cgroup2_root()[0])
+        own = fs.cgroup_id(fs.resolve_cgroup(fs.cgroup_of_pid(os.getpid())))
+        self.discovery = Discovery(
+            self.registry, self.resolver, audit=self.audit, quarantine=self.quarantine,
+            quarantine_shadow=config.quarantine_shadow,
+            protect_cgroups=frozenset({root_id, own}))
+        self.http = HttpServer(config.listen) if config.listen else None
+        if self.http is not None:
+            self.http.add_route("/healthz", self._healthz)
+            self.http.add_route("/inventory",
+                                lambda: (200, self.discovery.inventory.to_json()))
+        self.started_at = 0.0
+
+    def registry(self) -> Registry:
+        return self.source.registry
+
+    def probe(self) -> None:
+        self.features, error = safe_probe_all()
+        if error:
+            log.error("kernel probe failed: %s", error)
+        self.mechanisms = choose_mechanisms(self.features)
+        for m in self.mechanisms:
+            metrics.MECHANISM.labels(concern=m.concern, mechanism=m.mechanism).set(1)
+
+    def _healthz(self) -> tuple[int, Any]:
+        ok = not self.stop_event.is_set() and self.started_at > 0
+        return (200 if ok else 503), {
+            "ok": ok,
+            "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0,
+            "mechanisms": [{"concern": m.concern, "mechanism": m.mechanism,
+                            "degraded": m.degraded} for m in self.mechanisms],
+            "registry": {"path": str(self.config.registry), "error": self.source.last_error,
+                         "agents": len(self.registry().agents)},
+            "discovery": vars(self.discovery.stats),
+        }
+
+    def _gateway_allow(self) -> list[str]:
+        hosts = [h for p in self.registry().providers if p.gateway for h in p.hosts]
+        return resolve_hosts(hosts) + list(self.config.quarantine_allow)
+
+    def run(self, ready: Callable[[tuple[str, int] | None], None] | None = None) -> None:
+        """Run until `stop_event` is set (or SIGINT/SIGTERM through the CLI)."""
+        self.probe()
+        address = self.http.start() if self.http is not None else None
+        try:
+            if self.quarantine is not None:
+                actions = self.quarantine.start()
+                self.quarantine.set_allowed(self._gateway_allow())
+                log.info("quarantine %s; allowed: %s", actions, self.quarantine.allowed())
+            with TlsSensor() as sensor:
+                self.started_at = time.time()
+                if ready:
+                    ready(address)
+                self._loop(sensor)
+        finally:
+            if self.http is not None:
+                self.http.stop()
+            if self.quarantine is not None:
+                self.quarantine.close()
+            if self.audit is not None:
+                self.audit.close()
+
+    def _loop(self, sensor: TlsSensor) -> None:
+        last_poll = time.monotonic()
+        while not self.stop_event.is_set():
+            for hs in sensor.poll(0.1):
+                obs = self.discovery.handle(hs)
+                if obs is not None and self.on_observation is not None:
+                    self.on_observation(obs)
+            if self.quarantine is not None:
+                self.quarantine.refusals(on=self._refused)
+            now = time.monotonic()
+            if now - last_poll >= 1.0:
+                last_poll = now
+                if self.source.poll() and self.quarantine is not None:
+                    self.quarantine.set_allowed(self._gateway_allow())
+                self.resolver.refresh()
+                drops = sensor.drops()
+                if drops:
+                    log.warning("tls ring buffer dropped %d handshakes so far", drops)
+
+    def _refused(self, r: Any) -> None:
+        if self.audit is not None:
+            self.audit.write("quarantine_refused", cgroup_id=r.cgroup_id, pid=r.pid,
+                             process=r.comm, destination=f"{r.dst}:{r.dport}")

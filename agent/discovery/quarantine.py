@@ -1,0 +1,149 @@
+"""Quarantine: deny a shadow agent's egress except to the AI gateway.
+
+Uses bpf/quarantine.bpf.c, attached at the cgroup v2 root and pinned under
+/sys/fs/bpf/manul/quarantine, so a quarantine outlives an agent restart.
+The allow-list holds the gateway's addresses (its registry host names,
+resolved) plus whatever the operator adds; everything else a quarantined
+cgroup connects to is refused with EPERM and reported. When the sandbox's
+own network enforcement is in force for a workload, quarantine is the
+coarser, earlier tool: it needs no policy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import ConfigError
+from agent.kernel import BpfObject, Map, RingBuffer, abi, attach_pinned
+from agent.kernel.fs import PIN_ROOT, cgroup2_root
+
+log = logging.getLogger(__name__)
+PIN_NAME = "quarantine"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One connection a quarantined workload was refused."""
+
+    cgroup_id: int
+    pid: int
+    comm: str
+    dst: str
+    dport: int
+
+
+def addr_key(network: str) -> bytes:
+    """An LPM key (manul_addr_key) for an address or CIDR; IPv4 as ::ffff:a.b.c.d/96+n."""
+    try:
+        net = ipaddress.ip_network(network, strict=False)
+    except ValueError as e:
+        raise ConfigError(f"`{network}` is not an IP address or CIDR") from e
+    if isinstance(net, ipaddress.IPv4Network):
+        raw = bytes(10) + b"\xff\xff" + net.network_address.packed
+        plen = 96 + net.prefixlen
+    else:
+        raw = net.network_address.packed
+        plen = net.prefixlen
+    key = abi.manul_addr_key(prefixlen=plen)
+    key.addr[:] = raw
+    return bytes(key)
+
+
+def resolve_hosts(hosts: Iterable[str]) -> list[str]:
+    """Addresses of literal host names (wildcards are skipped: they cannot be resolved)."""
+    out: set[str] = set()
+    for h in hosts:
+        if "*" in h:
+            continue
+        try:
+            for info in socket.getaddrinfo(h, None, proto=socket.IPPROTO_TCP):
+                out.add(str(info[4][0]))
+        except OSError as e:
+            log.warning("cannot resolve gateway host %s: %s", h, e)
+    return sorted(out)
+
+
+class Quarantine:
+    def __init__(self, root: Path = PIN_ROOT) -> None:
+        self._root = root
+        self._obj: BpfObject | None = None
+        self._rb: RingBuffer | None = None
+
+    def start(self) -> dict[str, str]:
+        obj = BpfObject.open("quarantine")
+        try:
+            result = attach_pinned(obj, PIN_NAME, cgroup=cgroup2_root()[0], root=self._root)
+            self._rb = RingBuffer(obj.map("quarantine_events"), obj.map("manul_errors"))
+        except BaseException:
+            obj.close()
+            raise
+        self._obj = obj
+        return result.actions
+
+    def close(self) -> None:
+        """Stop managing; the pinned quarantine stays in force."""
+        if self._rb is not None:
+            self._rb.close()
+            self._rb = None
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+
+    def _map(self, name: str) -> Map:
+        if self._obj is None:
+            raise RuntimeError("quarantine is not started")
+        return self._obj.map(name)
+
+    def set_allowed(self, networks: Iterable[str]) -> None:
+        """Replace the allow-list (addresses or CIDRs) in one pass: add new, then drop old."""
+        m = self._map("quarantine_allow")
+        want = {addr_key(n) for n in networks}
+        for k in want:
+            m.update(k, 1)
+        for k in list(m.keys()):
+            if k not in want:
+                m.delete(k)
+
+    def allowed(self) -> list[str]:
+        out = []
+        for k in self._map("quarantine_allow").keys():  # noqa: SIM118 - a BPF map
+            key = abi.manul_addr_key.from_buffer_copy(k)
+            raw = bytes(key.addr)
+            if raw[:12] == bytes(10) + b"\xff\xff":
+                out.append(f"{ipaddress.IPv4Address(raw[12:])}/{key.prefixlen - 96}")
+            else:
+                out.append(f"{ipaddress.IPv6Address(raw)}/{key.prefixlen}")
+        return sorted(out)
+
+    def add(self, cgroup_id: int) -> None:
+        self._map("quarantined").update(cgroup_id.to_bytes(8, "little"), 1)
+
+    def remove(self, cgroup_id: int) -> bool:
+        return self._map("quarantined").delete(cgroup_id.to_bytes(8, "little"))
+
+    def cgroups(self) -> list[int]:
+        keys = self._map("quarantined").keys()
+        return sorted(int.from_bytes(k, "little") for k in keys)
+
+    def refusals(self, timeout: float = 0.0,
+                 on: Callable[[Refusal], None] | None = None) -> list[Refusal]:
+        if self._rb is None:
+            return []
+        out = []
+        for rec in self._rb.poll(timeout) if timeout else self._rb.drain():
+            if abi.event_type(rec) != abi.EV_QUARANTINE:
+                continue
+            ev = abi.decode(abi.manul_quarantine_event, rec)
+            raw = bytes(ev.daddr)
+            dst = (str(ipaddress.IPv4Address(raw[12:])) if ev.family == socket.AF_INET
+                   else str(ipaddress.IPv6Address(raw)))
+            r = Refusal(ev.cgroup_id, ev.pid, ev.comm.decode(errors="replace"), dst, ev.dport)
+            out.append(r)
+            if on:
+                on(r)
+        return out
