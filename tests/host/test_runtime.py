@@ -159,9 +159,9 @@ def test_corrupt_object_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_verifier_rejection_carries_program_and_log() -> None:
-    with BpfObject.open(TEST_OBJ / "verifier_reject.bpf.o") as obj:
-        with pytest.raises(KernelError) as err:
-            obj.load()
+    with BpfObject.open(TEST_OBJ / "verifier_reject.bpf.o") as obj, \
+            pytest.raises(KernelError) as err:
+        obj.load()
     e = err.value
     assert e.program == "unchecked_lookup" and e.errno == errno.EACCES
     assert "invalid mem access" in e.log or "map_value_or_null" in e.log
