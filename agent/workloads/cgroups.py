@@ -42,7 +42,7 @@ Runtime = Literal["containerd", "crio", "docker", "podman", ""]
 _HEX64 = r"[0-9a-f]{64}"
 # A pod UID: 36-character RFC 4122 form, or a static pod's 32-hex config hash.
 _UID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}|[0-9a-f]{32}"
-_SYSTEMD_POD = re.compile(rf"(?:.+-)?kubepods(?:-(burstable|besteffort))?-pod({_UID})\.slice")
+_SYSTEMD_POD = re.compile(rf"kubepods(?:-(burstable|besteffort))?-pod({_UID})\.slice")
 _CGROUPFS_POD = re.compile(rf"pod({_UID})")
 _QOS_DIRS = ("burstable", "besteffort")
 
@@ -92,7 +92,10 @@ def parse_cgroup_path(path: str) -> CgroupInfo:
 
 def _pod_component(parts: list[str], i: int, part: str) -> tuple[str, QoS] | None:
     if part.endswith(".slice"):
-        m = _SYSTEMD_POD.fullmatch(part)
+        at = part.rfind("kubepods")  # after a prefix: kind's `kubelet-kubepods-...`
+        if at < 0 or (at > 0 and part[at - 1] != "-"):
+            return None
+        m = _SYSTEMD_POD.fullmatch(part, at)
         if m is None:
             return None
         return m.group(2).replace("_", "-"), _qos(m.group(1))
@@ -119,6 +122,8 @@ def _qos(name: str | None) -> QoS:
 
 def _first_container(parts: list[str], *, in_pod: bool) -> tuple[str, Runtime]:
     for i, part in enumerate(parts):
+        if len(part) < 64:  # every container component holds a 64-hex id
+            continue
         for pattern, runtime in _CONTAINER:
             m = pattern.fullmatch(part)
             if m is not None:

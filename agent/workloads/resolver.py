@@ -37,12 +37,14 @@ from agent.workloads.processes import ProcessCache, process_cgroup
 
 
 class _Entry:
-    """One cached cgroup; `workload` is rebuilt when the pod source's answer changes."""
+    """One cached cgroup: its path; parsed on first resolve (walks only list paths);
+    `workload` is rebuilt when the pod source's answer changes."""
 
-    __slots__ = ("info", "pod", "workload")
+    __slots__ = ("info", "path", "pod", "workload")
 
-    def __init__(self, info: CgroupInfo) -> None:
-        self.info = info
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.info: CgroupInfo | None = None
         self.pod: PodInfo | None = None
         self.workload: Workload | None = None
 
@@ -99,7 +101,7 @@ class WorkloadResolver:
         """The root-relative path cached for an id (the cgroup may be gone since)."""
         with self._lock:
             entry = self._entries.get(cgroup_id)
-        return entry.info.path if entry is not None else None
+        return entry.path if entry is not None else None
 
     def refresh(self) -> WalkResult:
         """Walk the tree now (not rate-limited): new cgroups cached, live ones kept fresh."""
@@ -133,7 +135,7 @@ class WorkloadResolver:
             return None
         if ino != cgroup_id:
             return None  # the process moved, or it is not the one that connected
-        entry = _Entry(parse_cgroup_path(rel))
+        entry = _Entry(parse_cgroup_path(rel).path)
         with self._lock:
             entry = self._entries.setdefault(cgroup_id, entry)
             self._evict()
@@ -147,8 +149,8 @@ class WorkloadResolver:
         fresh: list[tuple[int, _Entry]] = []
         for ino, rel in found:
             old = entries.get(ino)  # an unlocked read: one dict lookup, atomic
-            if old is None or old.info.path != rel:  # new, or renamed
-                fresh.append((ino, _Entry(parse_cgroup_path(rel))))
+            if old is None or old.path != rel:  # new, or renamed
+                fresh.append((ino, _Entry(rel)))
         with self._lock:
             for ino, entry in fresh:
                 entries[ino] = entry
@@ -169,6 +171,8 @@ class WorkloadResolver:
 
     def _workload(self, cgroup_id: int, entry: _Entry) -> Workload:
         info = entry.info
+        if info is None:
+            info = entry.info = parse_cgroup_path(entry.path)
         if info.kind == "pod" and self.pods is not None:
             pod = self.pods.pod_by_uid(info.pod_uid)
             if pod is not None and pod is not entry.pod:

@@ -128,13 +128,15 @@ class Tree:
 
     def run(self, cg: Cgroup, *argv: str) -> int:
         """A real process in `cg` (sleep by default); returns its pid once it is inside."""
-        p = cg.popen(list(argv or ("sleep", "60")))
+        cmd = list(argv or ("sleep", "60"))
+        p = cg.popen(cmd)
         self.procs.append(p)
-        for _ in range(500):
-            if p.pid in cg.pids():
+        comm = os.path.basename(cmd[0])[:15]
+        for _ in range(1000):  # inside the cgroup, and past the shell's exec
+            if p.pid in cg.pids() and Path(f"/proc/{p.pid}/comm").read_text().strip() == comm:
                 return p.pid
             time.sleep(0.002)
-        raise AssertionError(f"process {p.pid} never entered {cg.path}")
+        raise AssertionError(f"process {p.pid} never ran `{comm}` in {cg.path}")
 
     def kill(self, pid: int) -> None:
         for p in self.procs:
