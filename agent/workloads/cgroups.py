@@ -1,8 +1,8 @@
 """What a cgroup v2 path says about its workload: a pod (UID, QoS, container) or a host unit.
 
 Pure string parsing, no file system access. The resolver calls
-`parse_cgroup_path` once per newly seen cgroup; tests call it with paths
-copied from real nodes. `docs/workloads.md` lists the layouts.
+`parse_cgroup_path` on the first resolve of each cgroup; tests call it with
+paths shaped like real nodes'. `docs/workloads.md` lists the layouts.
 
 A path is relative to the cgroup v2 root and starts with `/`. The kubelet's
 pod cgroup is recognised wherever it sits (kind and k3s nest `kubepods`

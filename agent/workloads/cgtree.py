@@ -69,13 +69,16 @@ def _children(fd: int, rel: str, expect: int, out: list[tuple[int, str]]) -> lis
     if expect == 0:
         return []
     names: list[str] = []
-    with os.scandir(fd) as it:
-        for e in it:
-            if e.is_dir(follow_symlinks=False):
-                names.append(e.name)
-                out.append((e.inode(), f"{rel}/{e.name}"))
-                if len(names) == expect:
-                    break
+    try:
+        with os.scandir(fd) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    names.append(e.name)
+                    out.append((e.inode(), f"{rel}/{e.name}"))
+                    if len(names) == expect:
+                        break
+    except (FileNotFoundError, NotADirectoryError):
+        return []  # removed while being listed
     if len(names) >= _LEAF_CHECK and _descendants(fd) == len(names):
         return []  # all leaves
     inner = []

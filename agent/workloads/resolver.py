@@ -6,7 +6,8 @@ thread-safe. An id -> path cache is filled by walking the cgroup v2 tree
 (`cgtree.walk`): on `refresh()` (the caller's timer) and on a miss, at most
 once per `min_walk_interval` so a burst of unknown ids costs one walk. A miss
 with a pid (the process that connected) first tries that process's cgroup,
-which finds a cgroup created since the last walk without walking.
+which finds a cgroup created since the last walk without walking. Paths are
+parsed (`parse_cgroup_path`) on an id's first resolve, not during walks.
 
 Cgroups that disappear stay cached (a bounded LRU, `max_cgroups`), so a
 handshake processed after its cgroup was removed is still attributed if the
@@ -21,6 +22,7 @@ source forgets it.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -28,12 +30,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.errors import WorkloadError
 from agent.kernel.fs import cgroup2_root
 from agent.workloads.cgroups import CgroupInfo, parse_cgroup_path
 from agent.workloads.cgtree import walk
 from agent.workloads.model import DEFAULT_TRUST_DOMAIN, ProcessInfo, Workload, display_name
 from agent.workloads.pods import PodInfo, PodSource
 from agent.workloads.processes import ProcessCache, process_cgroup
+
+log = logging.getLogger(__name__)
 
 
 class _Entry:
@@ -74,6 +79,7 @@ class WorkloadResolver:
         # Counters for metrics and `manul doctor`; written under _walk_lock or racy-but-monotone.
         self.walks = 0
         self.rate_limited = 0
+        self.walk_errors = 0
         self.last_walk: WalkResult | None = None
 
     def __len__(self) -> int:
@@ -104,7 +110,10 @@ class WorkloadResolver:
         return entry.path if entry is not None else None
 
     def refresh(self) -> WalkResult:
-        """Walk the tree now (not rate-limited): new cgroups cached, live ones kept fresh."""
+        """Walk the tree now (not rate-limited): new cgroups cached, live ones kept fresh.
+
+        WorkloadError if the tree cannot be read (the cache is kept as it was).
+        """
         with self._walk_lock:
             return self._walk()
 
@@ -121,7 +130,12 @@ class WorkloadResolver:
             if time.monotonic() - self._last_walk < self.min_walk_interval:
                 self.rate_limited += 1
                 return None
-            self._walk()
+            try:
+                self._walk()
+            except WorkloadError as e:
+                self.walk_errors += 1
+                log.warning("%s", e)
+                return None
         with self._lock:
             return self._entries.get(cgroup_id)
 
@@ -135,7 +149,9 @@ class WorkloadResolver:
             return None
         if ino != cgroup_id:
             return None  # the process moved, or it is not the one that connected
-        entry = _Entry(parse_cgroup_path(rel).path)
+        info = parse_cgroup_path(rel)
+        entry = _Entry(info.path)
+        entry.info = info
         with self._lock:
             entry = self._entries.setdefault(cgroup_id, entry)
             self._evict()
@@ -144,7 +160,12 @@ class WorkloadResolver:
     def _walk(self) -> WalkResult:
         """Caller holds _walk_lock."""
         t0 = time.perf_counter()
-        found = walk(self.root)
+        try:
+            found = walk(self.root)
+        except OSError as e:
+            self._last_walk = time.monotonic()  # a failing tree is not retried in a tight loop
+            raise WorkloadError(f"cannot walk the cgroup tree at `{self.root}`: "
+                                f"{e.strerror or e}") from e
         entries = self._entries
         fresh: list[tuple[int, _Entry]] = []
         for ino, rel in found:
