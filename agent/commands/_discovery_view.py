@@ -22,7 +22,7 @@ STYLE = {
 def observation_line(o: Observation) -> Text:
     cls = o.classification
     when = datetime.fromtimestamp(o.handshake.seen_at).strftime("%H:%M:%S")
-    proc = o.process.exe if o.process and o.process.exe else o.handshake.comm
+    proc = o.exe
     who = o.workload.name if o.workload else f"cgroup {o.handshake.cgroup_id}"
     t = Text(f"{when} ")
     t.append(f"{cls.value:<14}", style=STYLE[cls])

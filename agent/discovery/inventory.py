@@ -99,6 +99,12 @@ class Inventory:
                 e.classification = classification
             return e, new_pair
 
+    def process_exe(self, key: str, pid: int) -> str | None:
+        """The executable recorded for `pid` in workload `key`, if seen before."""
+        with self._lock:
+            e = self._entries.get(key)
+            return e.processes.get(pid) if e is not None else None
+
     def entries(self) -> list[Entry]:
         with self._lock:
             return sorted(self._entries.values(), key=lambda e: (-e.last_seen, e.key))

@@ -45,7 +45,8 @@ class Observation:
     match: Match
     verdict: Verdict
     workload: Workload | None
-    process: ProcessInfo | None
+    process: ProcessInfo | None  # only on the first handshake of a process
+    exe: str  # the process's executable (or comm when unknown)
     entry_key: str
     first_of_pair: bool
     delay_ms: float  # kernel capture -> classified
@@ -112,11 +113,13 @@ class Discovery:
         self.stats.llm += 1
         registry = self._registry()
         workload = self.resolver.resolve(hs.cgroup_id, hs.tgid)
-        process = self.resolver.process(hs.tgid) if hs.tgid else None
         verdict = classify(workload, match, registry)
         fp = ja4_of(hello)
         entry = self._entry(hs, workload, verdict)
-        exe = (process.exe if process and process.exe else "") or hs.comm
+        # Process details (psutil, /proc reads) once per process and workload.
+        known = self.inventory.process_exe(entry.key, hs.tgid)
+        process = self.resolver.process(hs.tgid) if hs.tgid and known is None else None
+        exe = known or (process.exe if process and process.exe else "") or hs.comm
         entry, new_pair = self.inventory.record(
             entry, provider=match.provider, sni=sni, ja4=fp, pid=hs.tgid, exe=exe,
             when=hs.seen_at, classification=verdict.classification)
@@ -135,8 +138,8 @@ class Discovery:
         if cls is Classification.SHADOW and self.quarantine_shadow and workload is not None:
             self._quarantine(workload, entry)
         delay = (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - hs.ktime_ns) / 1e6
-        return Observation(hs, hello, sni, fp, match, verdict, workload, process, entry.key,
-                           new_pair, delay)
+        return Observation(hs, hello, sni, fp, match, verdict, workload, process, exe,
+                           entry.key, new_pair, delay)
 
     def _entry(self, hs: Handshake, w: Workload | None, v: Verdict) -> Entry:
         agent = v.caller.meta.key if v.caller else ""
