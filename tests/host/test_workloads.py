@@ -21,12 +21,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from agent.kernel.fs import cgroup2_root
 from agent.registry import load_directory
 from agent.workloads import PodInfo, StaticPods, WorkloadResolver
 from agent.workloads.cgtree import MAX_DEPTH, walk
+from agent.workloads.processes import start_ticks
 from tests.support import Cgroup
 
 ROOT = cgroup2_root()[0]
@@ -293,6 +295,21 @@ def test_process_details_of_a_real_child(tree: Tree) -> None:
     assert resolver.process_cgroup(pid) is None
     # never seen alive: nothing to say
     assert WorkloadResolver().process(pid) is None
+
+
+def test_start_time_is_read_right_even_from_an_awkward_comm(tree: Tree, tmp_path: Path) -> None:
+    """The cache tells reused pids apart by /proc/<pid>/stat's start time; a comm with
+    spaces and parentheses must not shift the fields."""
+    exe = tmp_path / "we) ird (c"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", exe)
+    cg = tree.cgroup("system.slice/awkward.service")
+    pid = tree.run(cg, str(exe), "60")
+    info = WorkloadResolver().process(pid)
+    assert info is not None and info.comm == "we) ird (c"
+    ticks = start_ticks(pid)
+    assert ticks is not None
+    boot = psutil.boot_time()
+    assert abs(boot + ticks / os.sysconf("SC_CLK_TCK") - info.start_time) < 0.05
 
 
 def test_a_thread_id_reports_its_process() -> None:
