@@ -68,6 +68,7 @@ class Daemon:
             self.http.add_route("/inventory",
                                 lambda: (200, self.discovery.inventory.to_json()))
         self.started_at = 0.0
+        self._exported: dict[str, int] = {}
 
     def registry(self) -> Registry:
         return self.source.registry
@@ -133,11 +134,23 @@ class Daemon:
                 if self.source.poll() and self.quarantine is not None:
                     self.quarantine.set_allowed(self._gateway_allow())
                 self.resolver.refresh()
-                drops = sensor.drops()
-                if drops:
-                    log.warning("tls ring buffer dropped %d handshakes so far", drops)
+                self._export_counters(sensor)
+
+    def _export_counters(self, sensor: TlsSensor) -> None:
+        """BPF-side error counters and ring-buffer totals, as Prometheus counters."""
+        for kind, value in sensor.errors().items():
+            delta = value - self._exported.get(kind, 0)
+            if delta > 0:
+                metrics.BPF_ERRORS.labels(object="tls", kind=kind).inc(delta)
+                self._exported[kind] = value
+                if kind == "ringbuf_full":
+                    log.warning("tls ring buffer full: %d handshakes lost so far", value)
+        consumed = sensor.ringbuf.consumed
+        metrics.RINGBUF_EVENTS.labels(ringbuf="tls_events").inc(
+            consumed - self._exported.get("consumed", 0))
+        self._exported["consumed"] = consumed
 
     def _refused(self, r: Any) -> None:
         if self.audit is not None:
-            self.audit.write("quarantine_refused", cgroup_id=r.cgroup_id, pid=r.pid,
+            self.audit.write("quarantine-refused", cgroup_id=r.cgroup_id, pid=r.pid,
                              process=r.comm, destination=f"{r.dst}:{r.dport}")

@@ -129,7 +129,7 @@ class Discovery:
         metrics.SHADOW_WORKLOADS.set(self.inventory.count(Classification.SHADOW))
         if new_pair and self.audit is not None:
             self.audit.write(
-                "llm_provider_first_seen", workload=entry.workload, workload_kind=entry.kind,
+                "llm-provider-first-seen", workload=entry.workload, workload_kind=entry.kind,
                 namespace=entry.namespace, pod=entry.pod, service_account=entry.service_account,
                 unit=entry.unit, cgroup=entry.cgroup, classification=str(cls),
                 agent=entry.agent, provider=match.provider, sni=sni, ja4=fp,
