@@ -110,7 +110,7 @@ def main() -> int:
             with TlsSensor() as sensor:
                 seen = [0]
 
-                def consume(sensor: TlsSensor = sensor, disco: Discovery = disco,
+                def consume(sensor: TlsSensor = sensor, stop: threading.Event = stop,
                             seen: list[int] = seen) -> None:
                     while not stop.is_set() or sensor.ringbuf.pending():
                         for h in sensor.poll(0.05):

@@ -20,9 +20,9 @@ import os
 from pathlib import Path
 
 import pytest
-from tests.extra.pcapread import client_hello_streams
 
 from agent.discovery import ja4, ja4_o, ja4_r, ja4_ro, parse_client_hello
+from tests.extra.pcapread import client_hello_streams
 
 ROOT = os.environ.get("MANUL_JA4_FOXIO", "")
 SPEC_OVER_PROGRAMS = {("tls-non-ascii-alpn.pcapng", "t13d151699"): "t13d1516bd"}
