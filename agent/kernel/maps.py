@@ -126,6 +126,10 @@ class Map:
         if rc != -errno.ENOENT:
             self._check(rc, "iterate")
 
+    def __iter__(self) -> Iterator[bytes]:
+        """Iterate over keys, like a dict."""
+        return self.keys()
+
     def items(self) -> list[tuple[bytes, Any]]:
         """Every (key, value); one batch syscall per chunk where the kernel has it."""
         try:
