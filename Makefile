@@ -15,12 +15,15 @@ BPF_CFLAGS := -O2 -g -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 	-Wno-unused-function -Ibpf/include -Ibpf/lib -mcpu=v3
 REGISTRY ?= examples/registry
 
-.PHONY: all deps bpf run test lint unit host kernel bench vmlinux clean
+.PHONY: all deps test-deps bpf run test lint unit host kernel bench vmlinux clean
 
 all: bpf
 
 deps:
 	@scripts/install-deps
+
+test-deps:
+	@scripts/install-deps --test
 
 bpf: deps $(BPF_OBJ) $(TEST_BPF_OBJ)
 
@@ -47,10 +50,10 @@ unit: deps
 host: bpf
 	$(VENV)/bin/pytest -q tests/host
 
-kernel: bpf
+kernel: test-deps bpf
 	vagrant/run-kernel-tests
 
-test: bpf
+test: test-deps bpf
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest -q tests/unit tests/host
 	vagrant/run-kernel-tests
