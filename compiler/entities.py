@@ -27,8 +27,9 @@ from typing import Any
 
 import cedarpy
 
-from compiler.errors import Diagnostic, EntitiesError, Location
+from compiler.errors import Diagnostic, EntitiesError, LimitError, Location
 from compiler.expr import EntityUid
+from compiler.limits import path_problem, short
 from compiler.schema import SandboxSchema
 
 RESERVED_PREFIX = "manul:"  # Agent ids the compiler uses for anonymous principals
@@ -117,6 +118,7 @@ def parse_entities(name: str, text: str, schema: SandboxSchema) -> Entities:
     if not isinstance(raw, list):
         raise EntitiesError(Diagnostic("expected a JSON list of entities", where))
     errors: list[Diagnostic] = []
+    limit_errors: list[Diagnostic] = []
     parents: dict[EntityUid, frozenset[EntityUid]] = {}
     members: list[DestMember] = []
     cedar_json: list[dict[str, Any]] = []
@@ -128,10 +130,11 @@ def parse_entities(name: str, text: str, schema: SandboxSchema) -> Entities:
             errors.append(Diagnostic(f"entity #{i}: {e}", where))
             continue
         attrs = obj.get("attrs") or {}
+        at = locate_id(name, text, uid.id)
         if uid in parents:
-            errors.append(Diagnostic(f"entity `{uid}`: listed twice", where))
+            errors.append(Diagnostic(f"entity `{uid}`: listed twice", at))
         parents[uid] = ps
-        errors.extend(_check(uid, ps, attrs, schema, where))
+        errors.extend(_check(uid, ps, attrs, schema, at))
         if uid.type == "NetworkDestination":
             member = parse_member(uid)
             if member is None:
@@ -139,13 +142,18 @@ def parse_entities(name: str, text: str, schema: SandboxSchema) -> Entities:
                     Diagnostic(
                         f"entity `{uid}`: expected `<host>:<port>/<tcp|udp>` or "
                         "`<ip>:<port>/<tcp|udp>` (IPv6 in brackets)",
-                        where,
+                        at,
                     )
                 )
             else:
                 members.append(member)
             continue
         if uid.type in ("FilePath", "Executable"):
+            problem = path_problem(uid.id, None)
+            if problem is not None:
+                limit_errors.append(
+                    Diagnostic(f"entity `{EntityUid(uid.type, short(uid.id))}`: {problem}", at)
+                )
             attrs = {"path": uid.id}
         cedar_json.append(
             {
@@ -156,11 +164,22 @@ def parse_entities(name: str, text: str, schema: SandboxSchema) -> Entities:
         )
     if errors:
         raise EntitiesError(errors)
+    if limit_errors:
+        raise LimitError(limit_errors)
     try:
         cedarpy.Entities.from_json_str(json.dumps(cedar_json), schema.text)
     except ValueError as e:
         raise EntitiesError(Diagnostic(f"does not match the schema: {e}", where)) from e
     return Entities(parents, _closure(parents), tuple(members), tuple(cedar_json))
+
+
+def locate_id(name: str, text: str, ident: str) -> Location:
+    """Where `"<ident>"` first appears in the file (Cedar gives no positions)."""
+    pos = text.find(json.dumps(ident))
+    if pos < 0:
+        return Location(name)
+    line = text.count("\n", 0, pos) + 1
+    return Location(name, line, pos - (text.rfind("\n", 0, pos) + 1) + 1)
 
 
 def _check(
@@ -191,6 +210,9 @@ def _check(
                 where,
             )
         )
+    if isinstance(attrs, dict) and uid.type not in ("NetworkDestination", "FilePath", "Executable"):
+        for name in sorted(set(attrs) - info.attrs):
+            out.append(Diagnostic(f"entity `{uid}`: `{uid.type}` has no attribute `{name}`", where))
     if uid.type in ("FilePath", "Executable"):
         if not isinstance(attrs, dict) or attrs.get("path", uid.id) != uid.id:
             out.append(Diagnostic(f"entity `{uid}`: the `path` attribute must equal the id", where))

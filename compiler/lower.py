@@ -25,7 +25,7 @@ from typing import Literal
 from compiler import layout
 from compiler.errors import Diagnostic, LimitError
 from compiler.expr import render_pattern
-from compiler.ir import PROTOCOLS, HostLike, Rule, SandboxIR, Unknown, atoms
+from compiler.ir import PROTOCOLS, HostLike, IpNetwork, Rule, SandboxIR, Unknown, atoms
 from compiler.regions import Bounds, NetUniverse, PathUniverse, bits_of, evaluate, path_atoms
 from compiler.result import Approximation, MapEntry, Provenance
 from compiler.schema import PATH_ACTIONS
@@ -39,14 +39,14 @@ class RuleTable:
     """Interns (effect, policies) to rule ids, shared by every sandbox."""
 
     ids: dict[Provenance, int] = field(default_factory=dict)
+    by_id: dict[int, Provenance] = field(default_factory=dict)
 
     def intern(self, p: Provenance) -> int:
-        if p not in self.ids:
-            self.ids[p] = len(self.ids) + 1  # 0 = no rule: Cedar's default deny
-        return self.ids[p]
-
-    def table(self) -> dict[int, Provenance]:
-        return {v: k for k, v in self.ids.items()}
+        rid = self.ids.get(p)
+        if rid is None:
+            rid = self.ids[p] = len(self.ids) + 1  # 0 = no rule: Cedar's default deny
+            self.by_id[rid] = p
+        return rid
 
 
 @dataclass
@@ -182,11 +182,18 @@ def _lower_net(
             "cannot match a name nobody resolved"
         )
     v = _verdicts(rs, u, rules, out)
-    by_net: dict[object, list[int]] = {}
+    # Slots are sorted so that one network's slots (one per candidate host)
+    # are adjacent and every network comes right before the ones inside it.
+    groups: list[tuple[IpNetwork, list[int]]] = []
     for s, slot in enumerate(u.slots):
-        by_net.setdefault(slot.network, []).append(s)
-    values: dict[object, bytes] = {}
-    for net, slots in by_net.items():
+        if groups and groups[-1][0] == slot.network:
+            groups[-1][1].append(s)
+        else:
+            groups.append((slot.network, [s]))
+    entries: list[MapEntry] = []
+    stack: list[tuple[IpNetwork, bytes]] = []  # enclosing networks and their values
+    for net, slots in groups:
+        value = layout.net_val(_fit(net, _ranges(u, v, slots), out))
         if len(slots) > 1:
             hosts = ", ".join(f"`{u.slots[s].host}`" for s in slots)
             out.approximations.append(
@@ -198,74 +205,74 @@ def _lower_net(
                     "apart and allows only what every one of them is allowed",
                 )
             )
-        ranges = _ranges(u, v, slots)
-        allow_ranges = [r for r in ranges if r[3]]
-        if len(ranges) > layout.NET_RANGES:
-            ranges = allow_ranges  # forbid-provenance ranges only name a rule; drop those
-        if len(ranges) > layout.NET_RANGES:
-            out.approximations.append(
-                Approximation(
-                    "*",
-                    "connectNetwork",
-                    "narrowed",
-                    f"address `{net}` has {len(ranges)} allowed port ranges: "
-                    f"only {layout.NET_RANGES} fit an entry, the rest are denied",
-                )
-            )
-            ranges = ranges[: layout.NET_RANGES]
-        values[net] = layout.net_val(ranges)
-    entries: list[MapEntry] = []
-    nets = list(by_net)
-    present = set(nets)
-    for net in nets:
-        parent = _parent_network(net, present)
-        if parent is not None and values[parent] == values[net]:
-            continue
-        host = u.slots[by_net[net][0]].host
-        kind = "root" if net.prefixlen == 0 else ("host" if host else "cidr")  # type: ignore[attr-defined]
+        while stack and not _contains(stack[-1][0], net):
+            stack.pop()
+        parent_value = stack[-1][1] if stack else None
+        stack.append((net, value))
+        if parent_value == value:
+            continue  # a lookup falls back to an entry that says the same
+        host = u.slots[slots[0]].host
+        kind = "root" if net.prefixlen == 0 else ("host" if host else "cidr")
         what = f"{net} ({host})" if host else str(net)
-        entries.append(MapEntry(layout.net_key(sir.sandbox_id, net), values[net], kind, what))  # type: ignore[arg-type]
+        entries.append(MapEntry(layout.net_key(sir.sandbox_id, net), value, kind, what))
     return tuple(entries)
 
 
+def _contains(outer: IpNetwork, inner: IpNetwork) -> bool:
+    return (
+        outer.version == inner.version
+        and outer.prefixlen <= inner.prefixlen
+        and int(outer.network_address) <= int(inner.network_address) <= int(outer.broadcast_address)
+    )
+
+
+def _fit(
+    net: IpNetwork, ranges: list[tuple[int, int, int, int, int]], out: Lowered
+) -> list[tuple[int, int, int, int, int]]:
+    """At most NET_RANGES ranges: drop forbid-provenance ranges (they only
+    name a rule; gaps deny anyway), then, if still too many, narrow."""
+    if len(ranges) > layout.NET_RANGES:
+        ranges = [r for r in ranges if r[3]]
+    if len(ranges) > layout.NET_RANGES:
+        out.approximations.append(
+            Approximation(
+                "*",
+                "connectNetwork",
+                "narrowed",
+                f"address `{net}` has {len(ranges)} allowed port ranges: "
+                f"only {layout.NET_RANGES} fit an entry, the rest are denied",
+            )
+        )
+        ranges = ranges[: layout.NET_RANGES]
+    return ranges
+
+
 def _ranges(u: NetUniverse, v: _Verdicts, slots: list[int]) -> list[tuple[int, int, int, int, int]]:
-    """Port ranges (lo, hi, protos, allow, rule) for one address, merged."""
-    per_proto: list[list[tuple[int, int, int, int]]] = []
+    """Port ranges (lo, hi, protos, allow, rule) for one address, merged.
+
+    With several candidate hosts (slots), a cell is allowed only if it is
+    allowed for every one of them; its rule is the first denying slot's, or
+    the first slot's when all allow.
+    """
+    blocks = [((v.allowed >> (s * u.block)) & u.block_mask, s * u.block) for s in slots]
+    merged: dict[tuple[int, int, int, int], int] = {}
     for p in range(len(PROTOCOLS)):
         runs: list[tuple[int, int, int, int]] = []  # lo, hi, allow, rule
         for iv, (lo, hi) in enumerate(u.intervals):
-            allow, rule = _cell(u, v, slots, iv, p)
+            off = 2 * iv + p
+            allow, rule = 1, -1
+            for bits, base in blocks:
+                r = v.rule.get(base + off, 0)
+                if not (bits >> off) & 1:
+                    allow, rule = 0, r
+                    break
+                if rule < 0:
+                    rule = r
             if runs and runs[-1][2:] == (allow, rule) and runs[-1][1] + 1 == lo:
                 runs[-1] = (runs[-1][0], hi, allow, rule)
             else:
                 runs.append((lo, hi, allow, rule))
-        per_proto.append([r for r in runs if r[2] or r[3]])
-    merged: dict[tuple[int, int, int, int], int] = {}
-    for p, runs in enumerate(per_proto):
-        for r in runs:
-            merged[r] = merged.get(r, 0) | PROTO_BITS[p]
+        for run in runs:
+            if run[2] or run[3]:
+                merged[run] = merged.get(run, 0) | PROTO_BITS[p]
     return sorted((lo, hi, protos, allow, rule) for (lo, hi, allow, rule), protos in merged.items())
-
-
-def _cell(u: NetUniverse, v: _Verdicts, slots: list[int], iv: int, p: int) -> tuple[int, int]:
-    """Verdict of one port interval and protocol for an address; with several
-    candidate hosts, allowed only if allowed for every one of them."""
-    first_allow: tuple[int, int] | None = None
-    for s in slots:
-        c = u.cell(s, iv, p)
-        rule = v.rule.get(c, 0)
-        if not (v.allowed >> c) & 1:
-            return 0, rule
-        if first_allow is None:
-            first_allow = (1, rule)
-    assert first_allow is not None
-    return first_allow
-
-
-def _parent_network(net: object, present: set[object]) -> object | None:
-    prefixlen: int = net.prefixlen  # type: ignore[attr-defined]
-    for n in range(prefixlen - 1, -1, -1):
-        sup = net.supernet(new_prefix=n)  # type: ignore[attr-defined]
-        if sup in present:
-            return sup  # type: ignore[no-any-return]
-    return None

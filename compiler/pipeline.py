@@ -64,17 +64,20 @@ def compile_policies(
     ents = parse_entities(entities.name, entities.text, schema) if entities else Entities()
     validate_schema(parsed, schema)
     policies = [build_policy(p, schema) for p in parsed.policies]
-    check_kernel_limits(policies, parsed, ents, entities.name if entities else "<entities>")
+    check_kernel_limits(policies, parsed)
     reports = tuple(classify(p, schema) for p in policies)
     specs = _sandboxes(policies, ents)
     ids = _assign_ids(specs, sandbox_ids or {})
+    index = _PrincipalIndex(policies)
     table = RuleTable()
     cache: dict[tuple[int, str], Formula] = {}
     compiled: list[CompiledSandbox] = []
     for spec in specs:
         sir = SandboxIR(spec.name, ids[spec.name], spec.principal)
         applicable = [
-            (i, p) for i, p in enumerate(policies) if _principal_matches(p.principal, spec)
+            (i, policies[i])
+            for i in index.candidates(spec)
+            if _principal_matches(policies[i].principal, spec)
         ]
         for action in KERNEL_ACTIONS:
             ctx = Context(
@@ -97,8 +100,8 @@ def compile_policies(
         low = lower_sandbox(sir, table, resolved or {})
         gateway = tuple(
             GatewayItem(r.policy, r.layer, "; ".join(r.reasons))
-            for (_, p), r in zip(enumerate(policies), reports, strict=True)
-            if r.layer != "kernel" and _principal_matches(p.principal, spec)
+            for r in (reports[i] for i, _ in applicable)
+            if r.layer != "kernel"
         )
         compiled.append(
             CompiledSandbox(
@@ -106,7 +109,7 @@ def compile_policies(
                 sandbox_id=sir.sandbox_id,
                 principal=spec.principal,
                 maps=low.maps,
-                rules={rid: prov for rid, prov in table.table().items() if rid in low.rule_ids},
+                rules={rid: table.by_id[rid] for rid in sorted(low.rule_ids)},
                 gateway=gateway,
                 approximations=tuple(low.approximations),
                 notes=tuple(low.notes),
@@ -117,7 +120,7 @@ def compile_policies(
     hosts = sorted(ents.hosts() | _named_hosts(policies))
     return Compilation(
         sandboxes=tuple(compiled),
-        rules=table.table(),
+        rules=dict(table.by_id),
         policies=reports,
         policy_text=parsed.text,
         entities_json=ents.cedar_json,
@@ -134,6 +137,27 @@ def _formula(i: int, p: Policy, ctx: Context, cache: dict[tuple[int, str], Formu
     if key not in cache:
         cache[key] = specialize(expr, ctx)
     return cache[key]
+
+
+class _PrincipalIndex:
+    """Policies by the entity in their principal scope, so that each sandbox
+    looks only at the policies that can name it (and the unscoped ones)."""
+
+    def __init__(self, policies: list[Policy]):
+        self.always: list[int] = []
+        self.by_entity: dict[EntityUid, list[int]] = {}
+        for i, p in enumerate(policies):
+            if p.principal.entity is not None:
+                self.by_entity.setdefault(p.principal.entity, []).append(i)
+            else:
+                self.always.append(i)
+
+    def candidates(self, spec: SandboxSpec) -> list[int]:
+        """Policy indices, in source order, whose scope may admit `spec`."""
+        out = set(self.always)
+        for uid in (spec.principal, *spec.ancestors):
+            out.update(self.by_entity.get(uid, ()))
+        return sorted(out)
 
 
 def _principal_matches(scope: Scope, spec: SandboxSpec) -> bool:

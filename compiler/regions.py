@@ -206,13 +206,13 @@ class NetUniverse:
         ]
         self.block = 2 * len(self.intervals)  # cells per slot
         self.full = (1 << (len(slots) * self.block)) - 1
-        self._block_mask = (1 << self.block) - 1
-        self._rep = self.full // self._block_mask  # 1 at the start of every block
+        self.block_mask = (1 << self.block) - 1
+        self._rep = self.full // self.block_mask  # 1 at the start of every block
         self._host_bits: dict[str, int] = {}
         for i, s in enumerate(slots):
             if s.host is not None:
                 self._host_bits[s.host] = self._host_bits.get(s.host, 0) | (
-                    self._block_mask << (i * self.block)
+                    self.block_mask << (i * self.block)
                 )
         self._present = 0
         for bits in self._host_bits.values():
@@ -246,7 +246,7 @@ class NetUniverse:
             pattern = 0
             for k, proto in enumerate(PROTOCOLS):
                 if proto in a.protocols:
-                    pattern |= (self._block_mask // 3) << k  # every other cell
+                    pattern |= (self.block_mask // 3) << k  # every other cell
             t = pattern * self._rep
             out = (t, self.full & ~t)
         elif isinstance(a, HostIn | HostLike):

@@ -18,15 +18,14 @@ import re
 
 import cedarpy
 
-from compiler import layout
-from compiler.entities import Entities
 from compiler.errors import Diagnostic, LimitError, Location, SchemaError, UnsupportedError
 from compiler.expr import Binary, EntityUid, Expr, GetAttr, HasAttr, Like, Lit, SetLit, Var, walk
 from compiler.ir import Policy, Unknown
+from compiler.limits import path_problem
 from compiler.parse import ParsedPolicy, ParsedSources
 from compiler.result import Layer, PolicyReport
 from compiler.schema import GATEWAY_REASONS, KERNEL_ACTIONS, SandboxSchema
-from compiler.source import WILDCARD
+from compiler.source import WILDCARD, SourceText
 from compiler.specialize import path_pattern
 
 
@@ -49,16 +48,28 @@ def validate_schema(parsed: ParsedSources, schema: SandboxSchema) -> None:
             index = int(m.group(1)) if m else -1
             name = annotations.get(pid, pid) if pid else None
             message = re.sub(r"^for policy `[^`]*`, ", "", err.error)
-            errors.append(Diagnostic(message, src.statement_location(index), name or None))
+            errors.append(Diagnostic(message, _locate(src, index, message), name or None))
     if errors:
         raise SchemaError(errors)
 
 
-def check_kernel_limits(
-    policies: list[Policy], parsed: ParsedSources, entities: Entities, entities_name: str
-) -> None:
-    """Refuse inner-`*` path patterns in kernel forbids, and oversized paths."""
-    errors: list[Diagnostic] = []
+def _locate(src: SourceText, index: int, message: str) -> Location:
+    """The first backticked word of `message` found in the policy, else its start."""
+    for word in re.findall(r"`([^`]+)`", message):
+        found = src.find_word(index, word)
+        if found is not None:
+            return found
+    return src.statement_location(index)
+
+
+def check_kernel_limits(policies: list[Policy], parsed: ParsedSources) -> None:
+    """Refuse inner-`*` path patterns in kernel forbids, and oversized paths.
+
+    Raises `UnsupportedError` (with every problem found) when a forbid has an
+    unsupported pattern, else `LimitError` when only sizes are the problem.
+    """
+    unsupported: list[Diagnostic] = []
+    too_big: list[Diagnostic] = []
     sources = {p.pid: p for p in parsed.policies}
     for pol in policies:
         if not pol.actions & KERNEL_ACTIONS.keys():
@@ -67,26 +78,23 @@ def check_kernel_limits(
         for node in walk(pol.condition):
             for value, is_pattern, pattern in _path_literals(node):
                 loc = src.source.find_string(src.statement, value, pattern=is_pattern)
-                problem = _path_problem(value, pattern)
+                problem = path_problem(value, pattern)
                 if problem is not None:
-                    errors.append(Diagnostic(problem, loc, pol.pid))
+                    too_big.append(Diagnostic(problem, loc, pol.pid))
                 if is_pattern and pol.effect == "forbid" and pattern is not None:
                     f = path_pattern(pattern)
                     if isinstance(f, Unknown):
-                        errors.append(Diagnostic(f.reason, loc, pol.pid))
+                        unsupported.append(Diagnostic(f.reason, loc, pol.pid))
         for uid in (pol.resource.entity,):
             if uid is not None and uid.type in ("FilePath", "Executable"):
-                problem = _path_problem(uid.id, None)
+                problem = path_problem(uid.id, None)
                 if problem is not None:
-                    errors.append(Diagnostic(problem, pol.location, pol.pid))
-    for uid in entities.parents:
-        if uid.type in ("FilePath", "Executable"):
-            problem = _path_problem(uid.id, None)
-            if problem is not None:
-                errors.append(Diagnostic(f"entity `{uid}`: {problem}", Location(entities_name)))
-    if errors:
-        limit = [d for d in errors if "bytes" in d.message or "NUL" in d.message]
-        raise (LimitError if len(limit) == len(errors) else UnsupportedError)(errors)
+                    loc = src.source.find_string(src.statement, uid.id)
+                    too_big.append(Diagnostic(problem, loc, pol.pid))
+    if unsupported:
+        raise UnsupportedError(unsupported + too_big)
+    if too_big:
+        raise LimitError(too_big)
 
 
 def _path_literals(node: Expr) -> list[tuple[str, bool, tuple[str | None, ...] | None]]:
@@ -115,29 +123,6 @@ def _path_literals(node: Expr) -> list[tuple[str, bool, tuple[str | None, ...] |
         case _:
             pass
     return out
-
-
-def _path_problem(value: str, pattern: tuple[str | None, ...] | None) -> str | None:
-    if pattern is not None:
-        literal = "".join(el for el in pattern if el is not None)
-        trailing = bool(pattern) and pattern[-1] is None
-        limit = layout.PREFIX_PATH_MAX if trailing else layout.EXACT_PATH_MAX
-    else:
-        literal, limit = value, layout.EXACT_PATH_MAX
-    if "\0" in literal:
-        return f"path `{_short(literal)}` contains a NUL character: no kernel path does"
-    size = len(literal.encode("utf-8", "surrogatepass"))
-    if size > limit:
-        return (
-            f"path `{_short(literal)}` is {size} bytes: a kernel key holds at most {limit} "
-            "(the LPM trie caps key data at 256 bytes, 4 of them the sandbox id)"
-        )
-    return None
-
-
-def _short(s: str) -> str:
-    s = s.replace("\0", "\\0")
-    return s if len(s) <= 48 else s[:45] + "..."
 
 
 def classify(pol: Policy, schema: SandboxSchema) -> PolicyReport:

@@ -8,12 +8,14 @@ denies). Kept as data so the CI-size and nightly-size tests share it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from cedar_oracle import Case
 
 CORPUS = Path(__file__).parent / "corpus"
+EXAMPLES = Path(__file__).parents[3] / "examples" / "policies"
 
 
 def ent(t: str, i: str, *parents: tuple[str, str]) -> dict[str, Any]:
@@ -121,5 +123,12 @@ CASES: list[Case] = [
         None,
         {"a.example": ["198.51.100.7", "198.51.100.8"], "b.example": ["198.51.100.8"]},
         exact=False,
+    ),
+    # The shipped examples, all files as one policy set.
+    Case(
+        "examples",
+        "\n".join(f.read_text("utf-8") for f in sorted(EXAMPLES.glob("*.cedar"))),
+        json.loads((EXAMPLES / "entities.json").read_text("utf-8")),
+        json.loads((EXAMPLES / "hosts.json").read_text("utf-8")),
     ),
 ]

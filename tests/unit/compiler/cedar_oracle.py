@@ -195,18 +195,21 @@ class Oracle:
             )
         return out
 
-    def check(self, reqs: list[Request], *, exact: bool) -> list[str]:
-        """Mismatches, as messages: equality when `exact`, else soundness."""
+    def check(self, reqs: list[Request], *, exact: bool) -> tuple[list[str], int]:
+        """Mismatches, as messages (equality when `exact`, else soundness),
+        and how many requests the kernel allowed."""
         problems: list[str] = []
+        allowed = 0
         for r, cedar in zip(reqs, self.cedar(reqs), strict=True):
             k = self.kernel(r)
+            allowed += k.allow
             if len(cedar) > 1 or not exact:
                 # The kernel may only allow what Cedar allows for every host.
                 if k.allow and not all(c.allow for c in cedar):
                     problems.append(f"unsound: {r}: kernel allows, cedar {cedar}")
             elif k != cedar[0]:
                 problems.append(f"mismatch: {r}: kernel {k}, cedar {cedar[0]}")
-        return problems
+        return problems, allowed
 
 
 # ---- request generation -------------------------------------------------------
