@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from compiler.avalue import Context
 from compiler.entities import RESERVED_PREFIX, Entities, parse_entities
 from compiler.errors import CompileError, Diagnostic
 from compiler.expr import Binary, EntityUid, Lit, mentions, walk
@@ -29,7 +30,7 @@ from compiler.parse import PolicySource, parse_sources
 from compiler.policy import build_policy, scope_expr
 from compiler.result import Compilation, CompiledSandbox, GatewayItem
 from compiler.schema import KERNEL_ACTIONS, load_schema
-from compiler.specialize import Context, specialize
+from compiler.specialize import specialize
 from compiler.validate import check_kernel_limits, classify, validate_schema
 
 

@@ -9,17 +9,16 @@ a constant, and this module folds it away with Cedar's own semantics
 Anything that depends on the resource in a way the kernel cannot test
 (arithmetic on a port, a `like` with an inner `*` on a path, comparing two
 resource attributes, ...) becomes `Unknown` with a reason; `lower` then
-approximates by polarity and reports it. Called by `lower` via the pipeline.
+approximates by polarity and reports it. The abstract values live in
+`avalue`, what comparisons on the resource mean in `resource`. Called by the
+pipeline for every sandbox, kernel action and applicable policy.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
-from typing import TypeAlias
-
+from compiler import resource as R
 from compiler import values as V
-from compiler.entities import Entities, parse_member
+from compiler.avalue import Attr, AValue, Context, Err, Opaque, Res, Static, Sym, to_formula
 from compiler.expr import (
     Binary,
     Call,
@@ -37,97 +36,13 @@ from compiler.expr import (
     Unary,
     Var,
     render,
-    render_pattern,
 )
-from compiler.ir import (
-    PORT_MAX,
-    PROTOCOLS,
-    Const,
-    ErrorConst,
-    Formula,
-    HasHost,
-    HostIn,
-    HostLike,
-    IpIn,
-    Ite,
-    PathEq,
-    PathIn,
-    PathPrefix,
-    PortIn,
-    ProtoIn,
-    Unknown,
-    conj,
-    disj,
-    neg,
-)
-from compiler.schema import SandboxSchema
-
-
-@dataclass(frozen=True)
-class Static:
-    value: V.Value
-
-
-@dataclass(frozen=True)
-class Err:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Res:
-    """The request's resource entity."""
-
-
-@dataclass(frozen=True)
-class Attr:
-    """`resource.<name>`."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class Opaque:
-    """A non-boolean value the compiler cannot follow."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class Sym:
-    """A boolean that depends on the resource."""
-
-    formula: Formula
-
-
-AValue: TypeAlias = Static | Err | Res | Attr | Opaque | Sym
-
-
-@dataclass(frozen=True)
-class Context:
-    principal: EntityUid
-    principal_ancestors: frozenset[EntityUid]
-    action: str
-    resource_type: str
-    schema: SandboxSchema
-    entities: Entities
+from compiler.ir import PROTOCOLS, Const, Formula, HasHost, HostLike, Ite, ProtoIn, conj, disj, neg
 
 
 def specialize(expr: Expr, ctx: Context) -> Formula:
     """The formula over the resource that `expr` is for this principal and action."""
-    return _to_formula(_ev(expr, ctx))
-
-
-def _to_formula(v: AValue) -> Formula:
-    match v:
-        case Static(value=bool() as b):
-            return Const(b)
-        case Sym(formula=f):
-            return f
-        case Err(reason=r):
-            return ErrorConst(r)
-        case Opaque(reason=r):
-            return Unknown(r)
-    return ErrorConst("type error: expected a boolean")
+    return to_formula(_ev(expr, ctx))
 
 
 def _ev(e: Expr, ctx: Context) -> AValue:
@@ -183,7 +98,7 @@ def _ev(e: Expr, ctx: Context) -> AValue:
                 if isinstance(av, Err):
                     return av
                 evaluated.append(av)
-            return _call(fn, evaluated, e)
+            return R.call(fn, evaluated, e)
     return Opaque(f"`{render(e)}`")
 
 
@@ -197,11 +112,11 @@ def _logic(op: str, lhs: Expr, rhs: Expr, ctx: Context) -> AValue:
         right = _ev(rhs, ctx)
         if isinstance(right, Static) and not isinstance(right.value, bool):
             return Err("type error: expected a boolean")
-        return right if isinstance(right, Static | Sym | Err) else Sym(_to_formula(right))
+        return right if isinstance(right, Static | Sym | Err) else Sym(to_formula(right))
     if isinstance(left, Err):
         return left
-    lf = _to_formula(left)
-    rf = _to_formula(_ev(rhs, ctx))
+    lf = to_formula(left)
+    rf = to_formula(_ev(rhs, ctx))
     return Sym(conj(lf, rf) if op == "&&" else disj(lf, rf))
 
 
@@ -218,7 +133,7 @@ def _unary(op: str, a: AValue, e: Expr) -> AValue:
     except V.CedarError as err:
         return Err(str(err))
     if op == "!" and isinstance(a, Sym | Opaque):
-        return Sym(neg(_to_formula(a)))
+        return Sym(neg(to_formula(a)))
     return Opaque(f"`{render(e)}`")
 
 
@@ -229,16 +144,16 @@ def _binary(op: str, a: AValue, b: AValue, e: Expr, ctx: Context) -> AValue:
         except V.CedarError as err:
             return Err(str(err))
     if op in ("==", "!="):
-        f = _equals(a, b, e, ctx)
+        f = R.equals(a, b, e, ctx)
         return Sym(neg(f) if op == "!=" else f)
     if op in ("<", "<=", ">", ">="):
-        return _compare(op, a, b, e)
+        return R.compare(op, a, b, e)
     if op == "in" and isinstance(a, Res) and isinstance(b, Static):
-        return Sym(_res_in(b.value, ctx))
+        return Sym(R.res_in(b.value, ctx))
     if op == "contains" and isinstance(a, Static) and isinstance(a.value, V.SetVal):
         out: Formula = Const(False)
         for item in a.value.items:
-            out = disj(out, _equals(b, Static(item), e, ctx))
+            out = disj(out, R.equals(b, Static(item), e, ctx))
         return Sym(out)
     if op == "hasTag" and isinstance(a, Res):
         return Static(False)
@@ -288,95 +203,6 @@ def _ancestors(uid: EntityUid, ctx: Context) -> frozenset[EntityUid]:
     return ctx.entities.ancestors_of(uid)
 
 
-def _equals(a: AValue, b: AValue, e: Expr, ctx: Context) -> Formula:
-    """`a == b` where at least one side depends on the resource."""
-    if isinstance(b, Attr | Res) and isinstance(a, Static):
-        a, b = b, a
-    if isinstance(a, Attr) and isinstance(b, Static):
-        return _attr_equals(a.name, b.value)
-    if isinstance(a, Res) and isinstance(b, Static):
-        if not isinstance(b.value, EntityUid) or b.value.type != ctx.resource_type:
-            return Const(False)
-        return _res_is(b.value, ctx)
-    return Unknown(f"`{render(e)}` compares values the kernel cannot relate")
-
-
-def _attr_equals(name: str, v: V.Value) -> Formula:
-    if name == "path":
-        return PathEq(v) if isinstance(v, str) else Const(False)
-    if name == "port":
-        ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= PORT_MAX
-        return PortIn(v, v) if ok and isinstance(v, int) else Const(False)
-    if name == "protocol":
-        return (
-            ProtoIn(frozenset({v}) & frozenset(PROTOCOLS)) if isinstance(v, str) else Const(False)
-        )
-    if name == "host":
-        return HostIn(frozenset({v}) if isinstance(v, str) else frozenset())
-    if name == "ip":
-        if isinstance(v, V.IpVal) and v.full:
-            return IpIn(v.network)
-        return Const(False)
-    return Unknown(f"`resource.{name}`")
-
-
-def _res_is(uid: EntityUid, ctx: Context) -> Formula:
-    """`resource == uid` for a uid of the resource's own type."""
-    if ctx.resource_type in ("FilePath", "Executable"):
-        return PathEq(uid.id)
-    member = parse_member(uid)
-    if member is None or member.address is None:
-        return Const(False)  # connection resources are always named by address
-    return conj(
-        IpIn(ipaddress.ip_network(member.address)),
-        conj(PortIn(member.port, member.port), ProtoIn(frozenset({member.protocol}))),
-    )
-
-
-def _res_in(target: V.Value, ctx: Context) -> Formula:
-    targets = target.items if isinstance(target, V.SetVal) else (target,)
-    out: Formula = Const(False)
-    for t in targets:
-        if not isinstance(t, EntityUid):
-            return ErrorConst("`in` needs entities on the right")
-        out = disj(out, _res_in_one(t, ctx))
-    return out
-
-
-def _res_in_one(t: EntityUid, ctx: Context) -> Formula:
-    if t.type == ctx.resource_type:
-        return _res_is(t, ctx)
-    if ctx.resource_type in ("FilePath", "Executable") and t.type == "PathSet":
-        paths = ctx.entities.paths_in(ctx.resource_type, t)
-        return PathIn(t, paths) if paths else Const(False)
-    if ctx.resource_type == "NetworkDestination" and t.type == "DestinationSet":
-        out: Formula = Const(False)
-        for m in ctx.entities.members_in(t):
-            rest = conj(PortIn(m.port, m.port), ProtoIn(frozenset({m.protocol})))
-            if m.host is not None:
-                out = disj(out, conj(HasHost(), conj(HostIn(frozenset({m.host})), rest)))
-            elif m.address is not None:
-                out = disj(out, conj(IpIn(ipaddress.ip_network(m.address)), rest))
-        return out
-    return Const(False)
-
-
-def _compare(op: str, a: AValue, b: AValue, e: Expr) -> AValue:
-    flip = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
-    if isinstance(b, Attr) and isinstance(a, Static):
-        a, b, op = b, a, flip[op]
-    if isinstance(a, Attr) and a.name == "port" and isinstance(b, Static):
-        if isinstance(b.value, bool) or not isinstance(b.value, int):
-            return Err("type error: expected a long")
-        n = b.value
-        lo, hi = {
-            "<": (0, n - 1), "<=": (0, n), ">": (n + 1, PORT_MAX), ">=": (n, PORT_MAX),
-        }[op]  # fmt: skip
-        lo, hi = max(lo, 0), min(hi, PORT_MAX)
-        return Sym(PortIn(lo, hi) if lo <= hi else Const(False))
-    return Opaque(f"`{render(e)}`")
-
-
 def _getattr(a: AValue, attr: str, e: Expr, ctx: Context) -> AValue:
     if isinstance(a, Err):
         return a
@@ -416,27 +242,12 @@ def _like(a: AValue, pattern: tuple[str | None, ...], e: Expr) -> AValue:
             return Err("type error: `like` needs a string")
         return Static(V.like(a.value, pattern))
     if isinstance(a, Attr) and a.name == "path":
-        return Sym(path_pattern(pattern))
+        return Sym(R.path_pattern(pattern))
     if isinstance(a, Attr) and a.name == "host":
         return Sym(HostLike(pattern))
     if isinstance(a, Attr) and a.name == "protocol":
         return Sym(ProtoIn(frozenset(p for p in PROTOCOLS if V.like(p, pattern))))
     return Opaque(f"`{render(e)}`")
-
-
-def path_pattern(pattern: tuple[str | None, ...]) -> Formula:
-    """`path like pattern` as atoms: exact, `prefix*`, or Unknown (inner `*`)."""
-    first = next((i for i, el in enumerate(pattern) if el is None), len(pattern))
-    literal = "".join(el for el in pattern[:first] if el is not None)
-    if first == len(pattern):
-        return PathEq(literal)
-    if all(el is None for el in pattern[first:]):
-        return PathPrefix(literal)
-    return Unknown(
-        f"unsupported pattern `{render_pattern(pattern)}`: "
-        "only a trailing `*` compiles to the kernel",
-        path_hint=literal,
-    )
 
 
 def _is(a: Expr, t: str, in_: Expr | None, ctx: Context) -> AValue:
@@ -451,7 +262,9 @@ def _is(a: Expr, t: str, in_: Expr | None, ctx: Context) -> AValue:
         if isinstance(target, Err):
             return target
         return (
-            Sym(_res_in(target.value, ctx)) if isinstance(target, Static) else Opaque("`is ... in`")
+            Sym(R.res_in(target.value, ctx))
+            if isinstance(target, Static)
+            else Opaque("`is ... in`")
         )
     if isinstance(v, Static) and isinstance(v.value, EntityUid):
         if v.value.type != t:
@@ -481,7 +294,7 @@ def _if(c: Expr, t: Expr, f: Expr, ctx: Context) -> AValue:
     then, else_ = _ev(t, ctx), _ev(f, ctx)
     if not (_boolish(then) and _boolish(else_)):
         return Opaque("`if` over values the kernel cannot follow")
-    cf, tf, ef = _to_formula(cond), _to_formula(then), _to_formula(else_)
+    cf, tf, ef = to_formula(cond), to_formula(then), to_formula(else_)
     if tf == Const(True) and ef == Const(False):
         return Sym(cf)
     return Sym(Ite(cf, tf, ef))
@@ -501,39 +314,3 @@ def _set(es: tuple[Expr, ...], ctx: Context) -> AValue:
             return Opaque(f"set `{render(SetLit(es))}` holds resource values")
         items.append(v.value)
     return Static(V.SetVal(tuple(items)))
-
-
-def _call(fn: str, args: list[AValue], e: Expr) -> AValue:
-    try:
-        if fn == "ip" and len(args) == 1 and isinstance(args[0], Static):
-            if not isinstance(args[0].value, str):
-                return Err("`ip` needs a string")
-            return Static(V.parse_ip(args[0].value))
-        if fn == "isInRange" and len(args) == 2:
-            a, b = args
-            if isinstance(a, Static) and isinstance(b, Static):
-                if isinstance(a.value, V.IpVal) and isinstance(b.value, V.IpVal):
-                    return Static(V.in_range(a.value, b.value))
-                return Err("`isInRange` needs IP values")
-            if isinstance(a, Attr) and a.name == "ip" and isinstance(b, Static):
-                if not isinstance(b.value, V.IpVal):
-                    return Err("`isInRange` needs IP values")
-                return Sym(IpIn(b.value.network))
-            if isinstance(b, Attr) and b.name == "ip" and isinstance(a, Static):
-                if not isinstance(a.value, V.IpVal):
-                    return Err("`isInRange` needs IP values")
-                return Sym(IpIn(a.value.network) if a.value.full else Const(False))
-        if fn in V.FAMILY_ROOTS and len(args) == 1:
-            (a,) = args
-            if isinstance(a, Static):
-                if not isinstance(a.value, V.IpVal):
-                    return Err(f"`{fn}` needs an IP value")
-                return Static(V.ip_predicate(fn, a.value))
-            if isinstance(a, Attr) and a.name == "ip":
-                out: Formula = Const(False)
-                for root in V.FAMILY_ROOTS[fn]:
-                    out = disj(out, IpIn(root))
-                return Sym(out)
-    except V.CedarError as err:
-        return Err(str(err))
-    return Opaque(f"`{render(e)}`")

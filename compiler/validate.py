@@ -23,10 +23,10 @@ from compiler.expr import Binary, EntityUid, Expr, GetAttr, HasAttr, Like, Lit, 
 from compiler.ir import Policy, Unknown
 from compiler.limits import path_problem
 from compiler.parse import ParsedPolicy, ParsedSources
+from compiler.resource import path_pattern
 from compiler.result import Layer, PolicyReport
 from compiler.schema import GATEWAY_REASONS, KERNEL_ACTIONS, SandboxSchema
 from compiler.source import WILDCARD, SourceText
-from compiler.specialize import path_pattern
 
 
 def validate_schema(parsed: ParsedSources, schema: SandboxSchema) -> None:
