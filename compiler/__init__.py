@@ -3,12 +3,13 @@
 Pure Python, no I/O and no kernel access (it never imports `agent`). The
 pipeline, Cedar style, one module per stage:
 
-    parse      Cedar text -> per-policy JSON (EST), with locations   parse.py, source.py
-    ir         EST -> `ir.Policy` (expr.py trees); per sandbox and
-               kernel action, a `Formula` over resource atoms       policy.py, ir.py, specialize.py,
-                                                                    avalue.py, resource.py, values.py
-    validate   schema (cedarpy), kernel limits, the layer split     validate.py, limits.py
-    lower      formulas -> regions -> LPM map entries (bytes)       regions.py, lower.py, layout.py
+    parse     Cedar text -> per-policy JSON (EST), with locations   parse.py, source.py
+    ir        EST -> `ir.Policy` (expr.py trees); per sandbox and   policy.py, ir.py,
+              kernel action, a `Formula` over resource atoms        specialize.py, avalue.py,
+                                                                    resource.py, values.py
+    validate  schema (cedarpy), kernel limits, the layer split      validate.py, limits.py
+    lower     formulas -> regions -> LPM map entries (bytes)        regions.py, lower.py,
+                                                                    layout.py
 
 The schema is `schema.cedarschema` (read by schema.py), the entities file is
 read by entities.py, errors are in errors.py, results in result.py.

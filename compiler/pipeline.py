@@ -17,12 +17,13 @@ stable across reloads.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from compiler.avalue import Context
 from compiler.entities import RESERVED_PREFIX, Entities, parse_entities
-from compiler.errors import CompileError, Diagnostic
+from compiler.errors import CompileError, Diagnostic, InputError
 from compiler.expr import Binary, EntityUid, Lit, mentions, walk
 from compiler.ir import Const, ErrorConst, Formula, Policy, Rule, SandboxIR, Scope
 from compiler.lower import RuleTable, lower_sandbox
@@ -61,6 +62,7 @@ def compile_policies(
     match no address. Raises a `CompileError` subclass on any error.
     """
     schema = load_schema()
+    resolved = _check_resolved(resolved or {})
     parsed = parse_sources(sources)
     ents = parse_entities(entities.name, entities.text, schema) if entities else Entities()
     validate_schema(parsed, schema)
@@ -98,7 +100,7 @@ def compile_policies(
                     continue  # never applies to this sandbox and action
                 rules.append(Rule(p.pid, p.effect, action, formula))
             sir.rules[action] = tuple(rules)
-        low = lower_sandbox(sir, table, resolved or {})
+        low = lower_sandbox(sir, table, resolved)
         gateway = tuple(
             GatewayItem(r.policy, r.layer, "; ".join(r.reasons))
             for r in (reports[i] for i, _ in applicable)
@@ -128,6 +130,28 @@ def compile_policies(
         schema_text=schema.text,
         hosts=tuple(hosts),
     )
+
+
+def _check_resolved(resolved: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The resolver result, each address checked (IPv4-mapped IPv6 kept as given)."""
+    errors: list[Diagnostic] = []
+    out: dict[str, list[str]] = {}
+    for host, addrs in resolved.items():
+        out[host] = []
+        for a in addrs:
+            try:
+                if "%" in a:
+                    raise ValueError("a scoped address")
+                ipaddress.ip_address(a)
+            except ValueError:
+                errors.append(
+                    Diagnostic(f"resolver result: host `{host}`: `{a}` is not an IP address")
+                )
+                continue
+            out[host].append(a)
+    if errors:
+        raise InputError(errors)
+    return out
 
 
 def _formula(i: int, p: Policy, ctx: Context, cache: dict[tuple[int, str], Formula]) -> Formula:

@@ -16,6 +16,7 @@ import pytest
 from compiler import CompileError, EntitiesSource, Location, PolicySource, compile_policies
 from compiler.errors import (
     EntitiesError,
+    InputError,
     LimitError,
     ParseError,
     SchemaError,
@@ -252,3 +253,15 @@ def test_oversized_entity_path() -> None:
     entity = {"uid": {"type": "FilePath", "id": "/" + "x" * 300}, "parents": []}
     with pytest.raises(LimitError, match="is 301 bytes"):
         compile_text("permit(principal, action, resource);", entities=[entity])
+
+
+def test_bad_resolver_result() -> None:
+    with pytest.raises(InputError) as ei:
+        compile_policies(
+            [PolicySource("p.cedar", "permit(principal, action, resource);")],
+            resolved={"h.example": ["192.0.2.1", "not-an-ip", "fe80::1%eth0"]},
+        )
+    assert [d.message for d in ei.value.diagnostics] == [
+        "resolver result: host `h.example`: `not-an-ip` is not an IP address",
+        "resolver result: host `h.example`: `fe80::1%eth0` is not an IP address",
+    ]
