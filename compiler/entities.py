@@ -52,6 +52,15 @@ class DestMember:
     port: int
     protocol: str
 
+    @property
+    def canonical(self) -> str:
+        """The id a connection's resource has: compressed lowercase IPv6 in brackets,
+        decimal port. Cedar compares uids as strings, so only this form matches."""
+        if self.address is None:
+            return f"{self.host}:{self.port}/{self.protocol}"
+        shown = f"[{self.address}]" if self.address.version == 6 else str(self.address)
+        return f"{shown}:{self.port}/{self.protocol}"
+
 
 @dataclass(frozen=True)
 class Entities:
@@ -145,6 +154,8 @@ def parse_entities(name: str, text: str, schema: SandboxSchema) -> Entities:
                         at,
                     )
                 )
+            elif member.canonical != uid.id:
+                errors.append(Diagnostic(f"entity `{uid}`: write it `{member.canonical}`", at))
             else:
                 members.append(member)
             continue

@@ -72,8 +72,8 @@ def res_is(uid: EntityUid, ctx: Context) -> Formula:
     if ctx.resource_type in ("FilePath", "Executable"):
         return PathEq(uid.id)
     member = parse_member(uid)
-    if member is None or member.address is None:
-        return Const(False)  # connection resources are always named by address
+    if member is None or member.address is None or member.canonical != uid.id:
+        return Const(False)  # a connection is named by its address, in canonical form
     return conj(
         IpIn(ipaddress.ip_network(member.address)),
         conj(PortIn(member.port, member.port), ProtoIn(frozenset({member.protocol}))),

@@ -219,6 +219,10 @@ BAD_MEMBER = "expected `<host>:<port>/<tcp|udp>`"
         ({"uid": {"type": "NetworkDestination", "id": "api.openai.com:443"}}, BAD_MEMBER),
         ({"uid": {"type": "NetworkDestination", "id": "[::1]:99999/tcp"}}, BAD_MEMBER),
         (
+            {"uid": {"type": "NetworkDestination", "id": "[FD00:0::1]:053/udp"}},
+            "write it `[fd00::1]:53/udp`",
+        ),
+        (
             {"uid": {"type": "NetworkDestination", "id": "a.ex:443/tcp"}, "attrs": {"port": 443}},
             "leave `attrs` empty",
         ),
