@@ -12,6 +12,7 @@ cedarpy does that.
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass, field
 
 from compiler.errors import Location
@@ -134,46 +135,41 @@ def decode_string(raw: str, *, pattern: bool = False) -> list[str]:
     return out
 
 
+# The tokens that matter for splitting: strings (possibly unterminated),
+# comments, brackets and semicolons; everything else is skipped in runs.
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*("?)|//[^\n]*|[;()\[\]{}]|[^\s;()\[\]{}"/]+|/')
+
+
 def _split(text: str) -> tuple[list[Statement], int | None]:
     """Split `text` into statements at `;` outside brackets and strings."""
     statements: list[Statement] = []
     depth = 0
     start: int | None = None
     strings: list[StringToken] = []
-    i = 0
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch.isspace():
-            i += 1
-            continue
-        if text.startswith("//", i):
-            nl = text.find("\n", i)
-            i = n if nl < 0 else nl + 1
+    for m in _TOKEN.finditer(text):
+        tok = m.group()
+        if tok.startswith("//"):
             continue
         if start is None:
-            start = i
-        if ch == '"':
-            j = i + 1
-            while j < n and text[j] != '"':
-                j += 2 if text[j] == "\\" else 1
-            if j >= n:
-                return statements, i
-            strings.append(StringToken(i, text[i + 1 : j]))
-            i = j + 1
-            continue
-        if ch in "([{":
+            start = m.start()
+        if tok[0] == '"':
+            if not m.group(1):
+                return statements, m.start()  # no closing quote
+            strings.append(StringToken(m.start(), tok[1:-1]))
+        elif tok in "([{":
             depth += 1
-        elif ch in ")]}":
+        elif tok in ")]}":
             depth = max(0, depth - 1)
-        elif ch == ";" and depth == 0:
+        elif tok == ";" and depth == 0:
             statements.append(
-                Statement(start, i + 1, _annotation_id(text, start, strings), tuple(strings))
+                Statement(start, m.end(), _annotation_id(text, start, strings), tuple(strings))
             )
             start, strings = None, []
-        i += 1
     if start is not None:
-        statements.append(Statement(start, n, _annotation_id(text, start, strings), tuple(strings)))
+        end = len(text.rstrip())
+        statements.append(
+            Statement(start, end, _annotation_id(text, start, strings), tuple(strings))
+        )
     return statements, None
 
 
