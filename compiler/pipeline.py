@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from compiler.avalue import Context
 from compiler.entities import RESERVED_PREFIX, Entities, parse_entities
-from compiler.errors import CompileError, Diagnostic, InputError
+from compiler.errors import Diagnostic, InputError, UnsupportedError
 from compiler.expr import Binary, EntityUid, Lit, mentions, walk
 from compiler.ir import Const, ErrorConst, Formula, Policy, Rule, SandboxIR, Scope
 from compiler.lower import RuleTable, lower_sandbox
@@ -214,7 +214,7 @@ def _sandboxes(policies: list[Policy], ents: Entities) -> list[SandboxSpec]:
                 agents.add(uid)
     reserved = sorted(a for a in agents if a.id.startswith(RESERVED_PREFIX))
     if reserved:
-        raise CompileError(
+        raise UnsupportedError(
             Diagnostic(f"agent ids starting with `{RESERVED_PREFIX}` are reserved: `{reserved[0]}`")
         )
     specs = [SandboxSpec("default", EntityUid("Agent", RESERVED_PREFIX + "default"), frozenset())]
@@ -234,9 +234,9 @@ def _sandboxes(policies: list[Policy], ents: Entities) -> list[SandboxSpec]:
 def _assign_ids(specs: list[SandboxSpec], pinned: Mapping[str, int]) -> dict[str, int]:
     used = set(pinned.values())
     if 0 in used or any(not 0 < v < 2**32 for v in used):
-        raise CompileError(Diagnostic("sandbox ids must be in 1..2^32-1 (0 means no sandbox)"))
+        raise InputError(Diagnostic("sandbox ids must be in 1..2^32-1 (0 means no sandbox)"))
     if len(used) != len(pinned):
-        raise CompileError(Diagnostic("two sandboxes pinned to the same id"))
+        raise InputError(Diagnostic("two sandboxes pinned to the same id"))
     out: dict[str, int] = {}
     nxt = 1
     for s in specs:

@@ -269,3 +269,21 @@ def test_bad_resolver_result() -> None:
         "resolver result: host `h.example`: `not-an-ip` is not an IP address",
         "resolver result: host `h.example`: `fe80::1%eth0` is not an IP address",
     ]
+
+
+def test_reserved_principal_in_a_policy() -> None:
+    with pytest.raises(UnsupportedError, match="agent ids starting with `manul:` are reserved"):
+        compile_text('permit(principal == Agent::"manul:default", action, resource);')
+
+
+def test_pinned_sandbox_ids() -> None:
+    src = [PolicySource("p.cedar", 'permit(principal == Agent::"a", action, resource);')]
+    comp = compile_policies(src, sandbox_ids={'Agent::"a"': 7, "default": 1})
+    assert {s.name: s.sandbox_id for s in comp.sandboxes} == {"default": 1, 'Agent::"a"': 7}
+    assert all(
+        e.key[4:8] == (7).to_bytes(4, "little") for e in comp.sandboxes[1].maps["sandbox_paths"]
+    )
+    with pytest.raises(InputError, match="0 means no sandbox"):
+        compile_policies(src, sandbox_ids={"default": 0})
+    with pytest.raises(InputError, match="pinned to the same id"):
+        compile_policies(src, sandbox_ids={"default": 3, 'Agent::"a"': 3})
