@@ -22,7 +22,7 @@ ERR_NAMES = {ERR_RINGBUF_FULL: "ringbuf_full", ERR_MAP_UPDATE: "map_update",
              ERR_READ: "read", ERR_TRUNCATED: "truncated"}
 
 # enum manul_event_type
-EV_EXEC, EV_BENCH, EV_TEST, EV_TLS, EV_QUARANTINE = 1, 2, 3, 4, 5
+EV_EXEC, EV_BENCH, EV_TEST, EV_TLS, EV_QUARANTINE, EV_SANDBOX = 1, 2, 3, 4, 5, 6
 
 # TLS capture (manul.h: TLS discovery)
 TLS_CAPTURE = 4096
@@ -82,6 +82,53 @@ class manul_quarantine_event(ctypes.Structure):
                 ("_pad", c_uint32), ("daddr", c_uint8 * 16), ("comm", c_char * COMM_LEN))
 
 
+# Sandbox enforcement (manul.h: Sandbox enforcement; policy maps: compiler/layout.py)
+SBX_NAME_LEN = 128
+SBX_POLICIES_LEN = 240
+SBX_MAX_LEVEL = 63
+SBX_CONNECT = 4  # manul_sandbox_event.action after the path slots 0..3
+SBX_DENIED, SBX_WOULD_DENY = 1, 2  # enum manul_sbx_verdict_kind
+SBX_M_LSM, SBX_M_CGROUP, SBX_M_TRACEPOINT = 1, 2, 3  # enum manul_sbx_mechanism
+SBX_EV_TRUNCATED, SBX_EV_NO_PATH, SBX_EV_DEGRADED = 1, 2, 4  # enum manul_sbx_event_flags
+
+
+class manul_sandbox_event(ctypes.Structure):
+    _fields_ = (("hdr", manul_event_hdr), ("cgroup_id", c_uint64), ("bound_cgroup_id", c_uint64),
+                ("generation", c_uint64), ("pid", c_uint32), ("tgid", c_uint32),
+                ("ppid", c_uint32), ("uid", c_uint32), ("sandbox_id", c_uint32),
+                ("rule_id", c_uint32), ("action", c_uint8), ("verdict", c_uint8),
+                ("enforce", c_uint8), ("mechanism", c_uint8), ("proto", c_uint8),
+                ("flags", c_uint8), ("family", c_uint16), ("port", c_uint16),
+                ("path_len", c_uint16), ("_pad", c_uint32), ("addr", c_uint8 * 16),
+                ("comm", c_char * COMM_LEN), ("path", c_char * PATH_MAX))
+
+
+class manul_sandbox_config(ctypes.Structure):
+    _fields_ = (("level_mask", c_uint64), ("min_level", c_uint32), ("max_level", c_uint32),
+                ("generation", c_uint64), ("_reserved", c_uint64))
+
+
+class manul_sandbox_meta(ctypes.Structure):
+    _fields_ = (("generation", c_uint64), ("applied_ns", c_uint64), ("npaths", c_uint32),
+                ("nnet", c_uint32), ("nrules", c_uint32), ("flags", c_uint32),
+                ("digest", c_uint8 * 32), ("name", c_char * SBX_NAME_LEN),
+                ("target", c_char * SBX_NAME_LEN))
+
+
+class manul_sandbox_rule_key(ctypes.Structure):
+    _fields_ = (("generation", c_uint64), ("rule_id", c_uint32), ("_pad", c_uint32))
+
+
+class manul_sandbox_rule(ctypes.Structure):
+    _fields_ = (("effect", c_uint8), ("truncated", c_uint8), ("npolicies", c_uint16),
+                ("policies", c_char * SBX_POLICIES_LEN))
+
+
+class manul_sandbox_bound(ctypes.Structure):
+    _fields_ = (("bound_ns", c_uint64), ("level", c_uint32), ("_pad", c_uint32),
+                ("path", c_char * SBX_NAME_LEN), ("target", c_char * SBX_NAME_LEN))
+
+
 MIRRORS: dict[str, type[ctypes.Structure]] = {
     "manul_event_hdr": manul_event_hdr,
     "manul_exec_event": manul_exec_event,
@@ -92,6 +139,12 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "manul_tls_event": manul_tls_event,
     "manul_addr_key": manul_addr_key,
     "manul_quarantine_event": manul_quarantine_event,
+    "manul_sandbox_event": manul_sandbox_event,
+    "manul_sandbox_config": manul_sandbox_config,
+    "manul_sandbox_meta": manul_sandbox_meta,
+    "manul_sandbox_rule_key": manul_sandbox_rule_key,
+    "manul_sandbox_rule": manul_sandbox_rule,
+    "manul_sandbox_bound": manul_sandbox_bound,
 }
 
 

@@ -43,6 +43,7 @@ enum manul_event_type {
 	MANUL_EV_TEST = 3,		/* struct manul_test_event (tests/bpf) */
 	MANUL_EV_TLS = 4,		/* struct manul_tls_event */
 	MANUL_EV_QUARANTINE = 5,	/* struct manul_quarantine_event */
+	MANUL_EV_SANDBOX = 6,		/* struct manul_sandbox_event */
 };
 
 struct manul_event_hdr {
@@ -166,6 +167,119 @@ struct manul_quarantine_event {
 	__u32 _pad;
 	__u8 daddr[16];
 	char comm[MANUL_COMM_LEN];
+};
+
+/* ---- Sandbox enforcement (bpf/sandbox.bpf.c, agent/sandbox) ------------------
+ * The hooks decide with the policy maps of the next section; what they
+ * report, and the small state agent/sandbox keeps pinned beside those maps
+ * so that a restarted agent recovers what it applied (docs/sandbox.md).
+ *
+ * Kernel sandbox ids are the policy maps' `sandbox_id`: one per applied
+ * generation, so a new generation is written beside the old one and each
+ * cgroup is flipped to it with one update of `sandbox_cgroups`.
+ */
+#define MANUL_SBX_NAME_LEN	128
+#define MANUL_SBX_POLICIES_LEN	240
+#define MANUL_SBX_MAX_LEVEL	63	/* deepest cgroup level a binding may have */
+
+/* manul_sandbox_event.action: the path slots (enum manul_sbx_path_action),
+ * then connect. */
+#define MANUL_SBX_CONNECT	4
+
+enum manul_sbx_verdict_kind {
+	MANUL_SBX_DENIED = 1,		/* the operation was refused */
+	MANUL_SBX_WOULD_DENY = 2,	/* allowed: audit mode, or audit-only mechanism */
+};
+
+enum manul_sbx_mechanism {
+	MANUL_SBX_M_LSM = 1,		/* BPF LSM hook */
+	MANUL_SBX_M_CGROUP = 2,		/* cgroup connect/sendmsg hook */
+	MANUL_SBX_M_TRACEPOINT = 3,	/* tracepoint after the fact: audit only */
+};
+
+enum manul_sbx_event_flags {
+	MANUL_SBX_EV_TRUNCATED = 1,	/* path longer than manul_sandbox_event.path */
+	MANUL_SBX_EV_NO_PATH = 2,	/* the path could not be resolved (denied) */
+	MANUL_SBX_EV_DEGRADED = 4,	/* enforce mode, but this mechanism only reports */
+};
+
+/* One deny or would-deny (ring buffer `sandbox_events`). */
+struct manul_sandbox_event {
+	struct manul_event_hdr hdr;
+	__u64 cgroup_id;		/* the task's cgroup */
+	__u64 bound_cgroup_id;		/* the cgroup (itself or an ancestor) bound */
+	__u64 generation;		/* of the sandbox that decided */
+	__u32 pid;
+	__u32 tgid;
+	__u32 ppid;			/* parent's tgid */
+	__u32 uid;
+	__u32 sandbox_id;
+	__u32 rule_id;			/* 0: nothing permitted (default deny) */
+	__u8 action;			/* enum manul_sbx_path_action or MANUL_SBX_CONNECT */
+	__u8 verdict;			/* enum manul_sbx_verdict_kind */
+	__u8 enforce;			/* 1: binding in enforce mode, 0: audit */
+	__u8 mechanism;			/* enum manul_sbx_mechanism */
+	__u8 proto;			/* connect: MANUL_SBX_PROTO_* bit, 0 = other */
+	__u8 flags;			/* enum manul_sbx_event_flags */
+	__u16 family;			/* connect: AF_INET or AF_INET6 */
+	__u16 port;			/* connect: host byte order */
+	__u16 path_len;			/* file/exec: resolved length (may exceed path) */
+	__u32 _pad;
+	__u8 addr[16];			/* connect: IPv4 in the first 4 bytes */
+	char comm[MANUL_COMM_LEN];
+	char path[MANUL_PATH_MAX];	/* file/exec: resolved path, NUL-terminated */
+};
+
+/* sandbox_config: BPF_MAP_TYPE_ARRAY, one element. `level_mask` bit L says
+ * some binding is a cgroup at level L (the root is level 0); the hooks look
+ * up the task's ancestors only at those levels, deepest first, between
+ * min_level and max_level. Python's counters live here too, so that they
+ * survive a restart. */
+struct manul_sandbox_config {
+	__u64 level_mask;
+	__u32 min_level;
+	__u32 max_level;
+	__u64 generation;		/* the last generation applied */
+	__u64 _reserved;
+};
+
+/* sandbox_meta: BPF_MAP_TYPE_HASH, kernel sandbox id -> what it is. The
+ * hooks read `generation` for events; the rest is for the agent. */
+struct manul_sandbox_meta {
+	__u64 generation;
+	__u64 applied_ns;		/* CLOCK_REALTIME */
+	__u32 npaths;			/* entries written to sandbox_paths */
+	__u32 nnet;			/* entries written to sandbox_net */
+	__u32 nrules;
+	__u32 flags;			/* MANUL_SBX_F_* it was applied with */
+	__u8 digest[32];		/* sha256 of the compiler's inputs */
+	char name[MANUL_SBX_NAME_LEN];	/* the compiled sandbox, e.g. Agent::"a" */
+	char target[MANUL_SBX_NAME_LEN];	/* what it was applied to */
+};
+
+/* sandbox_rules: BPF_MAP_TYPE_HASH, (generation, rule id) -> the Cedar
+ * policy @ids it stands for, comma-separated (agent only). */
+struct manul_sandbox_rule_key {
+	__u64 generation;
+	__u32 rule_id;
+	__u32 _pad;
+};
+
+struct manul_sandbox_rule {
+	__u8 effect;			/* 1 = permit, 2 = forbid */
+	__u8 truncated;			/* 1: `policies` was cut */
+	__u16 npolicies;
+	char policies[MANUL_SBX_POLICIES_LEN];
+};
+
+/* sandbox_bound: BPF_MAP_TYPE_HASH, cgroup id -> how the agent bound it
+ * (agent only; the hooks read sandbox_cgroups). */
+struct manul_sandbox_bound {
+	__u64 bound_ns;			/* CLOCK_REALTIME */
+	__u32 level;			/* cgroup level (root = 0) */
+	__u32 _pad;
+	char path[MANUL_SBX_NAME_LEN];	/* relative to the cgroup v2 root */
+	char target[MANUL_SBX_NAME_LEN];	/* cgroup path or workload name */
 };
 
 /* ---- Sandbox policy maps (compiler/layout.py) ------------------------------
