@@ -1,0 +1,75 @@
+"""`manul run`, the README's first command, end to end on this host.
+
+The real entry point runs in a subprocess; a real HTTPS call from a shell
+(curl, resolved to a local TLS server) must appear, classified, on its
+output; /healthz, /metrics and /inventory answer; Ctrl-C stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.support import ROOT
+from tests.tls_support import TlsServer
+
+
+def _wait_for(proc: subprocess.Popen[str], pattern: str, timeout: float) -> str:
+    assert proc.stdout is not None
+    end = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if re.search(pattern, line):
+            return line
+    raise AssertionError(f"`{pattern}` never appeared; output was:\n{''.join(seen)}")
+
+
+def test_manul_run_shows_a_shell_https_call(tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    env = dict(os.environ, COLUMNS="250", TERM="dumb")
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "manul"), "run", "--registry",
+         str(ROOT / "examples" / "registry"), "--listen", "127.0.0.1:19464",
+         "--audit-log", str(audit)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        _wait_for(proc, r"Ctrl-C stops", 60)
+        with TlsServer(tmp_path, ["api.openai.com"]) as srv:
+            t0 = time.monotonic()
+            r = subprocess.run(
+                ["sh", "-c", f"curl -sS --noproxy '*' --cacert {srv.ca_file} --resolve "
+                             f"api.openai.com:{srv.port}:127.0.0.1 "
+                             f"https://api.openai.com:{srv.port}/v1/models"],
+                capture_output=True, text=True, timeout=30, check=False)
+            assert r.returncode == 0, r.stderr
+            line = _wait_for(proc, r"openai \(api\.openai\.com", 10)
+            print(f"classified line after {time.monotonic() - t0:.3f} s: {line.strip()}")
+        assert re.search(r"\b(shadow|registered)\b", line) and "curl" in line
+        with urllib.request.urlopen("http://127.0.0.1:19464/healthz", timeout=5) as resp:
+            health = json.load(resp)
+        assert health["ok"] and health["discovery"]["llm"] >= 1
+        with urllib.request.urlopen("http://127.0.0.1:19464/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        assert 'manul_llm_handshakes_total{classification=' in text
+        assert 'manul_mechanism_info{concern="tls",mechanism="cgroup_skb/egress"} 1.0' in text
+        with urllib.request.urlopen("http://127.0.0.1:19464/inventory", timeout=5) as resp:
+            inv = json.load(resp)
+        assert any("openai" in e["providers"] for e in inv)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "LLM handshakes classified" in out
+    records = [json.loads(x) for x in audit.read_text().splitlines()]
+    assert any(r["kind"] == "llm-provider-first-seen" and r["provider"] == "openai"
+               for r in records)
