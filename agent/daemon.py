@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,25 +24,30 @@ from typing import Any
 from agent.discovery.quarantine import Quarantine, resolve_hosts
 from agent.discovery.sensor import TlsSensor
 from agent.discovery.service import Discovery, Observation
+from agent.errors import ConfigError
 from agent.kernel import fs
 from agent.kernel.probe import Feature, Mechanism, choose_mechanisms, safe_probe_all
 from agent.registry import FileSource, Registry
+from agent.registry.kube import KubeSource
 from agent.telemetry import metrics
 from agent.telemetry.audit import AuditLog
 from agent.telemetry.http import HttpServer
-from agent.workloads import WorkloadResolver
+from agent.workloads import KubePods, PodSource, StaticPods, WorkloadResolver
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class DaemonConfig:
-    registry: Path
+    registry: Path | None  # a folder of YAML (host mode); None with `kubernetes`
     listen: str = "127.0.0.1:9464"  # "" for no HTTP endpoint
     audit_log: str | None = None  # None: stdout is the console; audit goes to a file or off
     quarantine_shadow: bool = False
     quarantine_allow: list[str] = field(default_factory=list)
     trust_domain: str = "cluster.local"
+    kubernetes: bool = False  # cluster mode: records and pods from the API server
+    node: str = ""  # this node's name (cluster mode); default $NODE_NAME, else hostname
+    pods_file: Path | None = None  # pods from a file (kubectl get pods -o yaml), offline
 
 
 class Daemon:
@@ -52,8 +58,22 @@ class Daemon:
         self.stop_event = threading.Event()
         self.features: list[Feature] = []
         self.mechanisms: list[Mechanism] = []
-        self.source = FileSource(config.registry)
-        self.resolver = WorkloadResolver(trust_domain=config.trust_domain)
+        self.source: FileSource | KubeSource
+        pods: PodSource | None = None
+        if config.kubernetes:
+            self.source = KubeSource()
+            node = config.node or os.environ.get("NODE_NAME") or socket.gethostname()
+            kube_pods = KubePods(node)
+            kube_pods.start()
+            pods = kube_pods
+        elif config.registry is not None:
+            self.source = FileSource(config.registry)
+        else:
+            raise ConfigError("give a registry folder (host mode) or --kubernetes")
+        if config.pods_file is not None:
+            pods = StaticPods.from_file(config.pods_file)
+        self.pods = pods
+        self.resolver = WorkloadResolver(pods=pods, trust_domain=config.trust_domain)
         self.audit = AuditLog(config.audit_log) if config.audit_log else None
         self.quarantine = Quarantine() if config.quarantine_shadow else None
         root_id = fs.cgroup_id(fs.cgroup2_root()[0])
@@ -88,7 +108,8 @@ class Daemon:
             "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0,
             "mechanisms": [{"concern": m.concern, "mechanism": m.mechanism,
                             "degraded": m.degraded} for m in self.mechanisms],
-            "registry": {"path": str(self.config.registry), "error": self.source.last_error,
+            "registry": {"source": "kubernetes" if self.config.kubernetes
+                         else str(self.config.registry), "error": self.source.last_error,
                          "agents": len(self.registry().agents)},
             "discovery": vars(self.discovery.stats),
         }
@@ -118,6 +139,8 @@ class Daemon:
                 self.quarantine.close()
             if self.audit is not None:
                 self.audit.close()
+            if isinstance(self.pods, KubePods):
+                self.pods.stop()
 
     def _loop(self, sensor: TlsSensor) -> None:
         last_poll = time.monotonic()

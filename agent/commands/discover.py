@@ -29,12 +29,22 @@ DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "examples" / "registry"
               help="Stop after this many seconds (default: until Ctrl-C).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the inventory as JSON, one object per workload, at the end.")
+@click.option("--kubernetes", is_flag=True,
+              help="Cluster mode: registry records (manul.dev CRs) and this node's pods from "
+                   "the API server (in-cluster credentials, else kubeconfig).")
+@click.option("--node", default="", help="This node's name in cluster mode (default $NODE_NAME).")
+@click.option("--pods-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Pods from a file (`kubectl get pods -o yaml`), to attribute pod cgroups "
+                   "offline.")
+@click.option("--trust-domain", default="cluster.local", show_default=True,
+              help="SPIFFE trust domain of pod identities.")
 @click.option("--quarantine-shadow", is_flag=True,
               help="Deny shadow agents' egress except to the gateway (and --allow).")
 @click.option("--allow", "allow", multiple=True, metavar="CIDR",
               help="With --quarantine-shadow: also allow this address or CIDR.")
 @click.option("--audit-log", default=None, help="Also write audit records (JSON lines) here.")
-def discover(registry: Path, duration: float, as_json: bool, quarantine_shadow: bool,
+def discover(registry: Path, duration: float, as_json: bool, kubernetes: bool, node: str,
+             pods_file: Path | None, trust_domain: str, quarantine_shadow: bool,
              allow: tuple[str, ...], audit_log: str | None) -> None:
     """Turn on discovery and watch what is already talking to LLM providers.
 
@@ -54,9 +64,11 @@ def discover(registry: Path, duration: float, as_json: bool, quarantine_shadow: 
             del lines[:-12]
 
     try:
-        daemon = Daemon(DaemonConfig(registry=registry, listen="", audit_log=audit_log,
-                                     quarantine_shadow=quarantine_shadow,
-                                     quarantine_allow=list(allow)), on_observation=seen)
+        daemon = Daemon(DaemonConfig(registry=None if kubernetes else registry, listen="",
+                                     audit_log=audit_log, quarantine_shadow=quarantine_shadow,
+                                     quarantine_allow=list(allow), kubernetes=kubernetes,
+                                     node=node, pods_file=pods_file,
+                                     trust_domain=trust_domain), on_observation=seen)
     except ManulError as e:
         err.print(f"[red]manul discover:[/] {e}")
         sys.exit(1)

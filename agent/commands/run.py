@@ -17,17 +17,27 @@ from agent.errors import ManulError
 
 
 @click.command()
-@click.option("--registry", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder of registry YAML (Agent, LLMProvider, ... records).")
+@click.option("--registry", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder of registry YAML (Agent, LLMProvider, ... records): host mode.")
 @click.option("--listen", default="127.0.0.1:9464", show_default=True,
               help="Address of /metrics, /healthz and /inventory (empty to disable).")
 @click.option("--audit-log", default="/var/log/manul/audit.jsonl", show_default=True,
               help="Audit log (JSON lines); `-` writes it to stdout.")
+@click.option("--kubernetes", is_flag=True,
+              help="Cluster mode: registry records (manul.dev CRs) and this node's pods from "
+                   "the API server (in-cluster credentials, else kubeconfig).")
+@click.option("--node", default="", help="This node's name in cluster mode (default $NODE_NAME).")
+@click.option("--pods-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Pods from a file (`kubectl get pods -o yaml`), to attribute pod cgroups "
+                   "offline.")
+@click.option("--trust-domain", default="cluster.local", show_default=True,
+              help="SPIFFE trust domain of pod identities.")
 @click.option("--quarantine-shadow", is_flag=True,
               help="Deny shadow agents' egress except to the gateway (and --allow).")
 @click.option("--allow", "allow", multiple=True, metavar="CIDR",
               help="With --quarantine-shadow: also allow this address or CIDR.")
-def run(registry: Path, listen: str, audit_log: str, quarantine_shadow: bool,
+def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, node: str,
+        pods_file: Path | None, trust_domain: str, quarantine_shadow: bool,
         allow: tuple[str, ...]) -> None:
     """Run Manul's node agent in the foreground until Ctrl-C.
 
@@ -37,11 +47,15 @@ def run(registry: Path, listen: str, audit_log: str, quarantine_shadow: bool,
     `shadow`, `unattributable` or `governed` (through the gateway).
     """
     con = Console(highlight=False)
+    if registry is None and not kubernetes:
+        raise click.UsageError("give --registry DIR (host mode) or --kubernetes (cluster mode)")
     audit = audit_log
     try:
         daemon = Daemon(DaemonConfig(registry=registry, listen=listen, audit_log=audit,
                                      quarantine_shadow=quarantine_shadow,
-                                     quarantine_allow=list(allow)),
+                                     quarantine_allow=list(allow), kubernetes=kubernetes,
+                                     node=node, pods_file=pods_file,
+                                     trust_domain=trust_domain),
                         on_observation=lambda o: _print(con, o))
     except ManulError as e:
         con.print(f"[red]manul run:[/] {e}")
@@ -55,8 +69,9 @@ def run(registry: Path, listen: str, audit_log: str, quarantine_shadow: bool,
 
     def ready(address: tuple[str, int] | None) -> None:
         reg = daemon.registry()
+        where = "the cluster" if kubernetes else f"`{registry}`"
         con.print(f"[bold]Manul[/] watching TLS handshakes on this host "
-                  f"(registry `{registry}`: {len(reg.agents)} agents, "
+                  f"(registry {where}: {len(reg.agents)} agents, "
                   f"{len(reg.providers)} extra providers).")
         for m in daemon.mechanisms:
             note = f"  [yellow]degraded: {m.note}[/]" if m.degraded else ""
