@@ -5,8 +5,9 @@ the registry from a folder of YAML and attributes workloads from cgroup
 paths; cluster mode adds pods from the Kubernetes API. What runs today:
 the kernel feature probe (reported, and exported as `manul_mechanism_info`),
 the registry watch, TLS discovery with classification and optional
-quarantine of shadow agents, and the HTTP endpoint (/metrics, /healthz,
-/inventory).
+quarantine of shadow agents, the HTTP endpoint (/metrics, /healthz,
+/inventory), and, given gateway policies, the ext_authz decision point on
+its Unix socket, which reads this node's facts about callers (`NodeFacts`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.decision.facts import NodeFacts
+from agent.decision.server import DEFAULT_SOCKET, DecisionServer, ServerConfig
 from agent.discovery.quarantine import Quarantine, resolve_hosts
 from agent.discovery.sensor import TlsSensor
 from agent.discovery.service import Discovery, Observation
@@ -48,6 +51,8 @@ class DaemonConfig:
     kubernetes: bool = False  # cluster mode: records and pods from the API server
     node: str = ""  # this node's name (cluster mode); default $NODE_NAME, else hostname
     pods_file: Path | None = None  # pods from a file (kubectl get pods -o yaml), offline
+    policies: Path | None = None  # gateway Cedar policies: also serve ext_authz decisions
+    authz_socket: Path = DEFAULT_SOCKET
 
 
 class Daemon:
@@ -82,6 +87,17 @@ class Daemon:
             self.registry, self.resolver, audit=self.audit, quarantine=self.quarantine,
             quarantine_shadow=config.quarantine_shadow,
             protect_cgroups=frozenset({root_id, own}))
+        # What only this node knows about callers, for the decision point.
+        self.facts = NodeFacts()
+        self.authz: DecisionServer | None = None
+        if config.policies is not None:
+            if config.registry is None:
+                raise ConfigError("the decision point reads the registry from a folder; "
+                                  "give --registry with --policies")
+            self.authz = DecisionServer(
+                ServerConfig(registry=config.registry, policies=config.policies,
+                             socket=config.authz_socket, audit_log=config.audit_log),
+                facts=self.facts)
         self.http = HttpServer(config.listen) if config.listen else None
         if self.http is not None:
             self.http.add_route("/healthz", self._healthz)
@@ -122,6 +138,9 @@ class Daemon:
         """Run until `stop_event` is set (or SIGINT/SIGTERM through the CLI)."""
         self.probe()
         address = self.http.start() if self.http is not None else None
+        if self.authz is not None:
+            self.authz.start()
+            log.info("ext_authz decisions on unix:%s", self.config.authz_socket)
         try:
             if self.quarantine is not None:
                 actions = self.quarantine.start()
@@ -133,6 +152,8 @@ class Daemon:
                     ready(address)
                 self._loop(sensor)
         finally:
+            if self.authz is not None:
+                self.authz.stop()
             if self.http is not None:
                 self.http.stop()
             if self.quarantine is not None:

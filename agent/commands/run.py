@@ -32,13 +32,17 @@ from agent.errors import ManulError
                    "offline.")
 @click.option("--trust-domain", default="cluster.local", show_default=True,
               help="SPIFFE trust domain of pod identities.")
+@click.option("--policies", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Gateway Cedar policies: also answer Envoy ext_authz on --authz-socket.")
+@click.option("--authz-socket", type=click.Path(path_type=Path), default="/run/manul/authz.sock",
+              show_default=True, help="The decision point's Unix socket (with --policies).")
 @click.option("--quarantine-shadow", is_flag=True,
               help="Deny shadow agents' egress except to the gateway (and --allow).")
 @click.option("--allow", "allow", multiple=True, metavar="CIDR",
               help="With --quarantine-shadow: also allow this address or CIDR.")
 def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, node: str,
-        pods_file: Path | None, trust_domain: str, quarantine_shadow: bool,
-        allow: tuple[str, ...]) -> None:
+        pods_file: Path | None, trust_domain: str, policies: Path | None, authz_socket: Path,
+        quarantine_shadow: bool, allow: tuple[str, ...]) -> None:
     """Run Manul's node agent in the foreground until Ctrl-C.
 
     It probes the kernel, watches the registry folder, and turns on
@@ -55,7 +59,8 @@ def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, no
                                      quarantine_shadow=quarantine_shadow,
                                      quarantine_allow=list(allow), kubernetes=kubernetes,
                                      node=node, pods_file=pods_file,
-                                     trust_domain=trust_domain),
+                                     trust_domain=trust_domain, policies=policies,
+                                     authz_socket=authz_socket),
                         on_observation=lambda o: _print(con, o))
     except ManulError as e:
         con.print(f"[red]manul run:[/] {e}")
@@ -80,6 +85,8 @@ def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, no
             con.print(f"  http       http://{address[0]}:{address[1]}/metrics, /healthz, "
                       "/inventory")
         con.print(f"  audit      {audit}")
+        if policies:
+            con.print(f"  ext_authz  unix:{authz_socket} (policies `{policies}`)")
         con.print("Make an HTTPS call to an LLM provider (e.g. "
                   "`curl https://api.openai.com/v1/models`) and it appears below. Ctrl-C stops.")
 
