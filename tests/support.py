@@ -64,3 +64,228 @@ def cgroup2_root() -> Path:
             if parts[2] == "cgroup2":
                 return Path(parts[1])
     raise AssertionError("no cgroup v2 mount: these tests need cgroup v2")
+
+
+# ---- sandbox tests: a long-lived syscall worker ------------------------------
+#
+# Starting a Python interpreter costs seconds in the software-emulated test
+# VM, so sandbox tests start one worker per cgroup and drive hundreds of
+# real syscalls through it: one JSON command per line on stdin, one JSON
+# answer per line on stdout. Everything the worker needs is imported before
+# it is sandboxed; after that it only makes the syscalls it is asked for.
+
+WORKER = r'''
+import ctypes, errno, json, os, socket, subprocess, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+MODES = {"r": os.O_RDONLY, "w": os.O_WRONLY, "rw": os.O_RDWR}
+listeners = []
+
+
+def err(e):
+    return e.errno if isinstance(e, OSError) and e.errno else -1
+
+
+def do_open(path, mode):
+    try:
+        os.close(os.open(path, MODES[mode] | os.O_CLOEXEC | os.O_NOCTTY))
+        return 0
+    except OSError as e:
+        return err(e)
+
+
+def do_exec(path, args=None):
+    """posix_spawn: 0 and the exit status, or the errno execve failed with."""
+    try:
+        pid = os.posix_spawn(path, [path] + list(args or []), {})
+    except OSError as e:
+        return err(e), None
+    _, status = os.waitpid(pid, 0)
+    return 0, os.waitstatus_to_exitcode(status)
+
+
+def do_connect(family, addr, port, proto, timeout=2.0):
+    fam = socket.AF_INET6 if family == 6 else socket.AF_INET
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(fam, kind) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((addr, port))
+            return 0
+        except OSError as e:
+            return err(e)
+
+
+def do_sendto(family, addr, port):
+    fam = socket.AF_INET6 if family == 6 else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        try:
+            s.sendto(b"x", (addr, port))
+            return 0
+        except OSError as e:
+            return err(e)
+
+
+def netns(anyip):
+    """A network namespace of our own with lo up (and every address local)."""
+    if libc.unshare(CLONE_NEWNET) != 0:
+        return ctypes.get_errno()
+    import fcntl, struct
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sh14x", b"lo", 0)
+        flags = struct.unpack("16sh14x", fcntl.ioctl(s, SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh14x", b"lo", flags | IFF_UP))
+    if anyip:
+        for cmd in (["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo"],
+                    ["ip", "-6", "route", "add", "local", "::/0", "dev", "lo"]):
+            subprocess.run(cmd, check=True)
+    return 0
+
+
+def listen(ports, addr="::"):
+    for p in ports:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind((addr, p))
+        s.listen(4096)
+        listeners.append(s)
+    return 0
+
+
+def open_loop(path, seconds):
+    """Open `path` for reading as fast as possible; count the opens that got through."""
+    n = ok = 0
+    end = time.monotonic() + seconds
+    while True:
+        for _ in range(64):
+            try:
+                os.close(os.open(path, os.O_RDONLY))
+                ok += 1
+            except OSError:
+                pass
+        n += 64
+        if time.monotonic() >= end:
+            return n, ok
+
+
+def run(c):
+    op = c["op"]
+    if op == "pid":
+        return {"pid": os.getpid()}
+    if op == "chroot":
+        os.chroot(c["path"])
+        os.chdir("/")
+        return {"errno": 0}
+    if op == "netns":
+        return {"errno": netns(c.get("anyip", False))}
+    if op == "listen":
+        return {"errno": listen(c["ports"], c.get("addr", "::"))}
+    if op == "open":
+        return {"errno": do_open(c["path"], c.get("mode", "r"))}
+    if op == "exec":
+        e, code = do_exec(c["path"], c.get("args"))
+        return {"errno": e, "exit": code}
+    if op == "connect":
+        return {"errno": do_connect(c["family"], c["addr"], c["port"], c.get("proto", "tcp"))}
+    if op == "sendto":
+        return {"errno": do_sendto(c["family"], c["addr"], c["port"])}
+    if op == "open_loop":
+        n, ok = open_loop(c["path"], c["seconds"])
+        return {"n": n, "ok": ok}
+    if op == "batch":
+        return {"results": [run(x) for x in c["cmds"]]}
+    raise ValueError(op)
+
+
+sys.stdout.write(json.dumps({"ready": os.getpid()}) + "\n")
+sys.stdout.flush()
+for line in sys.stdin:
+    try:
+        out = run(json.loads(line))
+    except Exception as e:  # the test sees it and fails
+        out = {"error": f"{type(e).__name__}: {e}"}
+    sys.stdout.write(json.dumps(out) + "\n")
+    sys.stdout.flush()
+'''
+
+
+class SyscallWorker:
+    """One long-lived process in a cgroup that makes the syscalls it is told to."""
+
+    def __init__(self, cgroup: Cgroup) -> None:
+        self.cgroup = cgroup
+        self.proc = cgroup.popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, bufsize=1)
+        ready = self._read()
+        self.pid = int(ready["ready"])
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"syscall worker exited ({self.proc.wait()})")
+        out: dict[str, Any] = json.loads(line)
+        if "error" in out:
+            raise AssertionError(f"syscall worker: {out['error']}")
+        return out
+
+    def call(self, **cmd: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def errno(self, **cmd: Any) -> int:
+        return int(self.call(**cmd)["errno"])
+
+    def batch(self, cmds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self.call(op="batch", cmds=cmds)["results"]
+        return out
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> SyscallWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_root(base: Path, files: dict[str, str] | None = None, *, usr: bool = False) -> Path:
+    """A directory to chroot a worker into: `files` (path -> content, mode 0755
+    when the content starts with `#!` or is empty and the path is under a
+    `bin` directory) and, with `usr`, this machine's /usr bind-mounted read-only
+    (plus the merged-/usr links) so that real binaries run inside."""
+    root = base / "root"
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, content in (files or {}).items():
+        p = root / rel.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(content)
+        if "/bin/" in rel:
+            p.chmod(0o755)
+    if usr:
+        (root / "usr").mkdir(exist_ok=True)
+        subprocess.run(["mount", "--bind", "-o", "ro", "/usr", str(root / "usr")], check=True)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(root / "usr")], check=True)
+        for link in ("bin", "lib", "lib64", "sbin"):
+            if not (root / link).exists():
+                (root / link).symlink_to(f"usr/{link}")
+    return root
+
+
+def unmake_root(root: Path) -> None:
+    if (root / "usr").is_mount():
+        subprocess.run(["umount", "-l", str(root / "usr")], check=False)

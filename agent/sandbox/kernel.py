@@ -1,0 +1,177 @@
+"""Load (or adopt) bpf/sandbox.bpf.c pinned, and open its pinned maps.
+
+One object, two program sets, chosen by what the kernel can load:
+
+    lsm       lsm/file_open, lsm/bprm_check_security, lsm/socket_connect,
+              and cgroup/sendmsg4/6 for unconnected UDP
+    fallback  cgroup/connect4/6 + sendmsg4/6 (network, enforced) and the
+              sys_exit_open* / sched_process_exec tracepoints (files and
+              exec, reported only)
+
+Everything is pinned under `/sys/fs/bpf/manul/sandbox/` (`maps/<map>`,
+`links/<program>@<fingerprint>`, see `agent.kernel.pins`), so killing the
+agent leaves enforcement in force and a restarted one adopts it. Readers
+(`manul sandbox status`) open the pinned maps without loading anything.
+Callers: `apply.py`, `state.py`, `service.py`, the CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import KernelError
+from agent.kernel import BpfObject, Map, RingBuffer, attach_pinned, remove_pinned
+from agent.kernel.fs import PIN_ROOT, cgroup2_root, ensure_bpffs
+from agent.kernel.pins import pinned_links
+from agent.kernel.probe import probe_lsm
+from agent.sandbox.errors import StateError
+
+PIN_NAME = "sandbox"
+OBJECT = "sandbox"
+
+LSM_PROGRAMS = (
+    "manul_sbx_file_open", "manul_sbx_bprm_check", "manul_sbx_socket_connect",
+    "manul_sbx_sendmsg4", "manul_sbx_sendmsg6",
+)
+FALLBACK_PROGRAMS = (
+    "manul_sbx_connect4", "manul_sbx_connect6", "manul_sbx_sendmsg4", "manul_sbx_sendmsg6",
+    "manul_sbx_tp_openat", "manul_sbx_tp_open", "manul_sbx_tp_openat2", "manul_sbx_tp_creat",
+    "manul_sbx_tp_open_by_handle", "manul_sbx_tp_exec",
+)
+MAPS = (
+    "sandbox_cgroups", "sandbox_paths", "sandbox_net", "sandbox_config", "sandbox_meta",
+    "sandbox_rules", "sandbox_bound", "sandbox_events", "manul_errors",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Mechanism:
+    """How one sandbox action is decided on this node."""
+
+    action: str  # readFile | writeFile | exec | connectNetwork
+    mechanism: str
+    enforced: bool  # False: reported only (degraded)
+
+
+def mechanisms(lsm: bool) -> tuple[Mechanism, ...]:
+    if lsm:
+        return (
+            Mechanism("readFile", "lsm:file_open", True),
+            Mechanism("writeFile", "lsm:file_open", True),
+            Mechanism("exec", "lsm:bprm_check_security", True),
+            Mechanism("connectNetwork", "lsm:socket_connect+cgroup:sendmsg4/6", True),
+        )
+    return (
+        Mechanism("readFile", "tracepoint:sys_exit_open* (audit only)", False),
+        Mechanism("writeFile", "tracepoint:sys_exit_open* (audit only)", False),
+        Mechanism("exec", "tp_btf:sched_process_exec (audit only)", False),
+        Mechanism("connectNetwork", "cgroup:connect4/6+sendmsg4/6", True),
+    )
+
+
+def mechanisms_from_programs(programs: set[str]) -> tuple[Mechanism, ...] | None:
+    """What the pinned programs enforce; None when nothing is pinned."""
+    if not programs:
+        return None
+    return mechanisms("manul_sbx_file_open" in programs)
+
+
+class SandboxMaps:
+    """The pinned maps, opened by path. Close them (or use `with`)."""
+
+    def __init__(self, maps: dict[str, Map], base: Path) -> None:
+        self._maps = maps
+        self.base = base
+        self.cgroups = maps["sandbox_cgroups"]
+        self.paths = maps["sandbox_paths"]
+        self.net = maps["sandbox_net"]
+        self.config = maps["sandbox_config"]
+        self.meta = maps["sandbox_meta"]
+        self.rules = maps["sandbox_rules"]
+        self.bound = maps["sandbox_bound"]
+        self.events = maps["sandbox_events"]
+        self.errors = maps["manul_errors"]
+
+    @classmethod
+    def open(cls, root: Path = PIN_ROOT) -> SandboxMaps:
+        """Open every pinned map; StateError when no sandbox state is pinned."""
+        ensure_bpffs()
+        base = root / PIN_NAME
+        opened: dict[str, Map] = {}
+        try:
+            for name in MAPS:
+                p = base / "maps" / name
+                if not p.exists():
+                    raise StateError(f"no pinned sandbox state at `{base}` (missing `{name}`): "
+                                     "nothing was applied on this node")
+                opened[name] = Map.from_pin(p)
+        except (KernelError, StateError):
+            for m in opened.values():
+                m.close()
+            raise
+        return cls(opened, base)
+
+    def programs(self) -> set[str]:
+        return set(pinned_links(PIN_NAME, self.base.parent))
+
+    def ring(self) -> RingBuffer:
+        return RingBuffer(self.events, self.errors)
+
+    def close(self) -> None:
+        for m in self._maps.values():
+            m.close()
+
+    def __enter__(self) -> SandboxMaps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def choose_lsm() -> bool:
+    """Whether BPF LSM programs load here (the probe loads one: the honest test)."""
+    return probe_lsm().available
+
+
+def ensure_loaded(root: Path = PIN_ROOT, *, lsm: bool | None = None,
+                  max_entries: dict[str, int] | None = None) -> tuple[bool, dict[str, str]]:
+    """Load and attach the sandbox programs pinned, or adopt what is pinned.
+
+    Returns (lsm, what happened per program). Pinned maps are reused as they
+    are, so bindings and policies in force survive; `max_entries` only
+    applies to maps created now (tests use it to make small maps).
+    """
+    use_lsm = choose_lsm() if lsm is None else lsm
+    obj = BpfObject.open(OBJECT)
+    try:
+        obj.only(*(LSM_PROGRAMS if use_lsm else FALLBACK_PROGRAMS))
+        for name, n in (max_entries or {}).items():
+            obj.set_max_entries(name, n)
+        adoption = attach_pinned(obj, PIN_NAME, cgroup=cgroup2_root()[0], root=root)
+    finally:
+        obj.close()  # pinned links and maps stay; our handles go
+    return use_lsm, adoption.actions
+
+
+def unload(root: Path = PIN_ROOT) -> bool:
+    """Unpin every program and map: enforcement ends everywhere."""
+    return remove_pinned(PIN_NAME, root)
+
+
+@contextlib.contextmanager
+def locked(root: Path = PIN_ROOT) -> Iterator[None]:
+    """Serialise writers (agent, CLI) on the pinned state: flock on its directory."""
+    ensure_bpffs()
+    base = root / PIN_NAME
+    base.mkdir(parents=True, exist_ok=True)
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
