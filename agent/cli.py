@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "authz": ("agent.commands.authz", "authz", "Serve Envoy ext_authz decisions on a Unix socket."),
     "check": ("agent.commands.check", "check",
               "Ask the decision point for a decision and its explanation."),
+    "sandbox": ("agent.commands.sandbox", "sandbox", "Apply, inspect and remove kernel sandboxes."),
 }
 
 
