@@ -289,3 +289,64 @@ def make_root(base: Path, files: dict[str, str] | None = None, *, usr: bool = Fa
 def unmake_root(root: Path) -> None:
     if (root / "usr").is_mount():
         subprocess.run(["umount", "-l", str(root / "usr")], check=False)
+
+
+# ---- sandbox tests: policies, pinned state, the apply protocol ---------------
+
+EXAMPLES = ROOT / "examples" / "policies"
+# The approved-llm hosts of examples/policies/entities.json, on loopback only.
+LOOPBACK_HOSTS = {"api.openai.com": ["127.0.0.2"], "api.anthropic.com": ["127.0.0.4", "::1"]}
+
+
+def sandbox_pin_root() -> Path:
+    """A fresh bpffs directory for one test's pinned sandbox state."""
+    import uuid
+
+    from agent.kernel.fs import BPFFS, ensure_bpffs
+
+    ensure_bpffs()
+    return BPFFS / f"manul-test-{uuid.uuid4().hex[:8]}"
+
+
+def drop_pin_root(root: Path) -> None:
+    import shutil
+
+    from agent.sandbox.kernel import unload
+
+    unload(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def policy_input(*files: str, hosts: dict[str, list[str]] | None = None,
+                 entities: str | None = "entities.json", text: str | None = None) -> Any:
+    """An `agent.sandbox.PolicyInput` from example policy files (and/or Cedar `text`)."""
+    from agent.sandbox import PolicyInput
+    from compiler import EntitiesSource, PolicySource
+
+    sources = [PolicySource(f, (EXAMPLES / f).read_text()) for f in files]
+    if text is not None:
+        sources.append(PolicySource("inline.cedar", text))
+    ents = EntitiesSource(entities, (EXAMPLES / entities).read_text()) if entities else None
+    table = LOOPBACK_HOSTS if hosts is None else hosts
+    return PolicyInput(tuple(sources), ents, {k: tuple(v) for k, v in table.items()})
+
+
+def apply_to(root: Path, inputs: Any, principal: str | None, cgroups: list[Cgroup],
+             mode: str = "enforce", target: str = "test") -> Any:
+    """Compile, then run the apply protocol on `cgroups` (loading the programs first)."""
+    from agent.sandbox import (
+        CgroupRef,
+        SandboxMaps,
+        apply_sandbox,
+        compile_sandbox,
+        ensure_loaded,
+        locked,
+    )
+
+    compiled = compile_sandbox(inputs, principal)
+    with locked(root):
+        ensure_loaded(root)
+        with SandboxMaps.open(root) as maps:
+            return apply_sandbox(maps, compiled, target=target,
+                                 cgroups=[CgroupRef.resolve(c.path) for c in cgroups],
+                                 mode=mode, digest=inputs.digest(f"{principal}|{mode}"))

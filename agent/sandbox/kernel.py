@@ -150,12 +150,27 @@ def ensure_loaded(root: Path = PIN_ROOT, *, lsm: bool | None = None,
     obj = BpfObject.open(OBJECT)
     try:
         obj.only(*(LSM_PROGRAMS if use_lsm else FALLBACK_PROGRAMS))
-        for name, n in (max_entries or {}).items():
+        sizes = dict(max_entries or {})
+        sizes.update(_pinned_sizes(root / PIN_NAME / "maps"))  # what is pinned wins
+        for name, n in sizes.items():
             obj.set_max_entries(name, n)
         adoption = attach_pinned(obj, PIN_NAME, cgroup=cgroup2_root()[0], root=root)
     finally:
         obj.close()  # pinned links and maps stay; our handles go
     return use_lsm, adoption.actions
+
+
+def _pinned_sizes(d: Path) -> dict[str, int]:
+    out = {}
+    for name in MAPS:
+        if name == "manul_errors" or not (d / name).exists():
+            continue  # per-CPU arrays are sized by libbpf; the rest as pinned
+        m = Map.from_pin(d / name)
+        try:
+            out[name] = m.max_entries
+        finally:
+            m.close()
+    return out
 
 
 def unload(root: Path = PIN_ROOT) -> bool:
