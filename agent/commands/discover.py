@@ -14,6 +14,7 @@ from rich.console import Console, Group
 from rich.live import Live
 
 from agent.commands._discovery_view import inventory_table, observation_line
+from agent.commands._options import agent_options
 from agent.daemon import Daemon, DaemonConfig
 from agent.discovery.service import Observation
 from agent.errors import ManulError
@@ -29,19 +30,7 @@ DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "examples" / "registry"
               help="Stop after this many seconds (default: until Ctrl-C).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the inventory as JSON, one object per workload, at the end.")
-@click.option("--kubernetes", is_flag=True,
-              help="Cluster mode: registry records (manul.dev CRs) and this node's pods from "
-                   "the API server (in-cluster credentials, else kubeconfig).")
-@click.option("--node", default="", help="This node's name in cluster mode (default $NODE_NAME).")
-@click.option("--pods-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="Pods from a file (`kubectl get pods -o yaml`), to attribute pod cgroups "
-                   "offline.")
-@click.option("--trust-domain", default="cluster.local", show_default=True,
-              help="SPIFFE trust domain of pod identities.")
-@click.option("--quarantine-shadow", is_flag=True,
-              help="Deny shadow agents' egress except to the gateway (and --allow).")
-@click.option("--allow", "allow", multiple=True, metavar="CIDR",
-              help="With --quarantine-shadow: also allow this address or CIDR.")
+@agent_options
 @click.option("--audit-log", default=None, help="Also write audit records (JSON lines) here.")
 def discover(registry: Path, duration: float, as_json: bool, kubernetes: bool, node: str,
              pods_file: Path | None, trust_domain: str, quarantine_shadow: bool,

@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 
 from agent.commands._discovery_view import observation_line
+from agent.commands._options import agent_options
 from agent.daemon import Daemon, DaemonConfig
 from agent.discovery.service import Observation
 from agent.errors import ManulError
@@ -23,23 +24,11 @@ from agent.errors import ManulError
               help="Address of /metrics, /healthz and /inventory (empty to disable).")
 @click.option("--audit-log", default="/var/log/manul/audit.jsonl", show_default=True,
               help="Audit log (JSON lines); `-` writes it to stdout.")
-@click.option("--kubernetes", is_flag=True,
-              help="Cluster mode: registry records (manul.dev CRs) and this node's pods from "
-                   "the API server (in-cluster credentials, else kubeconfig).")
-@click.option("--node", default="", help="This node's name in cluster mode (default $NODE_NAME).")
-@click.option("--pods-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="Pods from a file (`kubectl get pods -o yaml`), to attribute pod cgroups "
-                   "offline.")
-@click.option("--trust-domain", default="cluster.local", show_default=True,
-              help="SPIFFE trust domain of pod identities.")
 @click.option("--policies", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Gateway Cedar policies: also answer Envoy ext_authz on --authz-socket.")
 @click.option("--authz-socket", type=click.Path(path_type=Path), default="/run/manul/authz.sock",
               show_default=True, help="The decision point's Unix socket (with --policies).")
-@click.option("--quarantine-shadow", is_flag=True,
-              help="Deny shadow agents' egress except to the gateway (and --allow).")
-@click.option("--allow", "allow", multiple=True, metavar="CIDR",
-              help="With --quarantine-shadow: also allow this address or CIDR.")
+@agent_options
 def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, node: str,
         pods_file: Path | None, trust_domain: str, policies: Path | None, authz_socket: Path,
         quarantine_shadow: bool, allow: tuple[str, ...]) -> None:

@@ -1,0 +1,36 @@
+"""Options shared by `manul run` and `manul discover`: where workloads and records come from,
+and quarantine. One definition, so the two commands cannot drift apart."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_OPTIONS = [
+    click.option("--kubernetes", is_flag=True,
+                 help="Cluster mode: registry records (manul.dev CRs) and this node's pods "
+                      "from the API server (in-cluster credentials, else kubeconfig)."),
+    click.option("--node", default="",
+                 help="This node's name in cluster mode (default $NODE_NAME)."),
+    click.option("--pods-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                 help="Pods from a file (`kubectl get pods -o yaml`), to attribute pod "
+                      "cgroups offline."),
+    click.option("--trust-domain", default="cluster.local", show_default=True,
+                 help="SPIFFE trust domain of pod identities."),
+    click.option("--quarantine-shadow", is_flag=True,
+                 help="Deny shadow agents' egress except to the gateway (and --allow)."),
+    click.option("--allow", "allow", multiple=True, metavar="CIDR",
+                 help="With --quarantine-shadow: also allow this address or CIDR."),
+]
+
+
+def agent_options(f: F) -> F:
+    """Add --kubernetes, --node, --pods-file, --trust-domain, --quarantine-shadow, --allow."""
+    for option in reversed(_OPTIONS):
+        f = option(f)
+    return f
