@@ -59,6 +59,7 @@ MANUL_BTF_EXPORT(manul_sandbox_event);
 #define FMODE_READ 0x1
 #define FMODE_WRITE 0x2
 #define FMODE_EXEC 0x20
+#define __FMODE_EXEC 0x20		/* the same bit, in f_flags */
 
 #define SBX_PATH_BUF 4096		/* PATH_MAX: what bpf_d_path may write */
 #define SBX_PATH_MASK (SBX_PATH_BUF - 1)
@@ -269,8 +270,11 @@ int BPF_PROG(manul_sbx_file_open, struct file *file, int ret)
 	if (!sbx_bound(&who))
 		return 0;
 	mode = file->f_mode;
-	if (mode & FMODE_EXEC)
-		return 0;		/* the exec itself: bprm_check_security decides */
+	/* The exec's own open (and its ELF interpreter's) carries __FMODE_EXEC
+	 * in f_flags (6.1) or FMODE_EXEC in f_mode (later kernels); user space
+	 * cannot set either. bprm_check_security decides the exec. */
+	if ((mode & FMODE_EXEC) || (file->f_flags & __FMODE_EXEC))
+		return 0;
 	if (mode & FMODE_READ)
 		need |= 1U << MANUL_SBX_READ;
 	if (mode & FMODE_WRITE)

@@ -232,9 +232,16 @@ class SyscallWorker:
         return out
 
     def call(self, **cmd: Any) -> dict[str, Any]:
+        self.send(**cmd)
+        return self._read()
+
+    def send(self, **cmd: Any) -> None:
+        """Start a command without waiting for its answer (`result()` reads it)."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
+
+    def result(self) -> dict[str, Any]:
         return self._read()
 
     def errno(self, **cmd: Any) -> int:
