@@ -258,6 +258,19 @@ static __always_inline int sbx_path_check(const struct sbx_who *who, struct sbx_
 	return -err;
 }
 
+/* Whether `mnt` is a kernel-internal mount: overlayfs opens its layers'
+ * directories through private clones (clone_private_mount sets mnt_ns to
+ * MNT_NS_INTERNAL, an ERR_PTR) on behalf of an open of the overlay's own
+ * file, which was decided already. Nothing in user space can open through
+ * such a mount, and its d_path is relative to the layer. */
+static __always_inline bool sbx_internal_mount(struct vfsmount *mnt)
+{
+	struct mount *m = (void *)mnt - bpf_core_field_offset(struct mount, mnt);
+	unsigned long ns = (unsigned long)BPF_CORE_READ(m, mnt_ns);
+
+	return ns >= (unsigned long)-4095;	/* IS_ERR_VALUE */
+}
+
 SEC("lsm/file_open")
 int BPF_PROG(manul_sbx_file_open, struct file *file, int ret)
 {
@@ -274,6 +287,8 @@ int BPF_PROG(manul_sbx_file_open, struct file *file, int ret)
 	 * in f_flags (6.1) or FMODE_EXEC in f_mode (later kernels); user space
 	 * cannot set either. bprm_check_security decides the exec. */
 	if ((mode & FMODE_EXEC) || (file->f_flags & __FMODE_EXEC))
+		return 0;
+	if (sbx_internal_mount(file->f_path.mnt))
 		return 0;
 	if (mode & FMODE_READ)
 		need |= 1U << MANUL_SBX_READ;
