@@ -117,7 +117,6 @@ struct {
 
 /* Who is asking: the binding that applies and the cgroup it belongs to. */
 struct sbx_who {
-	__u64 cgroup_id;
 	__u64 bound_cgroup_id;
 	__u32 sandbox_id;
 	__u32 flags;
@@ -145,7 +144,6 @@ static __always_inline bool sbx_bound(struct sbx_who *who)
 			continue;	/* the task sits above this level */
 		b = bpf_map_lookup_elem(&sandbox_cgroups, &id);
 		if (b) {
-			who->cgroup_id = bpf_get_current_cgroup_id();
 			who->bound_cgroup_id = id;
 			who->sandbox_id = b->sandbox_id;
 			who->flags = b->flags;
@@ -177,7 +175,7 @@ static __always_inline void sbx_report(const struct sbx_who *who, __u8 action,
 	ev = manul_reserve(&sandbox_events, sizeof(*ev), MANUL_EV_SANDBOX);
 	if (!ev)
 		return;
-	ev->cgroup_id = who->cgroup_id;
+	ev->cgroup_id = bpf_get_current_cgroup_id();
 	ev->bound_cgroup_id = who->bound_cgroup_id;
 	meta = bpf_map_lookup_elem(&sandbox_meta, &who->sandbox_id);
 	ev->generation = meta ? meta->generation : 0;
@@ -535,7 +533,6 @@ int BPF_PROG(manul_sbx_socket_connect, struct socket *sock, struct sockaddr *add
 	struct manul_net_key key;
 	struct sbx_who who;
 	struct sockaddr_in6 sin6;
-	struct sockaddr_in sin;
 	__u16 family, port;
 
 	if (ret)
@@ -544,14 +541,17 @@ int BPF_PROG(manul_sbx_socket_connect, struct socket *sock, struct sockaddr *add
 		return 0;
 	family = address->sa_family;
 	if (family == AF_INET) {
-		if (addrlen < (int)sizeof(sin))
+		if (addrlen < (int)sizeof(struct sockaddr_in))
 			return 0;	/* the kernel refuses it (EINVAL) */
-		if (bpf_probe_read_kernel(&sin, sizeof(sin), address) < 0)
-			return 0;
+		/* sockaddr_in fits struct sockaddr: read it in place (port in
+		 * sa_data[0..1], address in sa_data[2..5]), no helper call */
 		__builtin_memset(key.addr, 0, sizeof(key.addr));
 		key.family = AF_INET;
-		__builtin_memcpy(&key.addr[0], &sin.sin_addr.s_addr, 4);
-		port = bpf_ntohs(sin.sin_port);
+		key.addr[0] = address->sa_data[2];
+		key.addr[1] = address->sa_data[3];
+		key.addr[2] = address->sa_data[4];
+		key.addr[3] = address->sa_data[5];
+		port = ((__u8)address->sa_data[0] << 8) | (__u8)address->sa_data[1];
 	} else if (family == AF_INET6) {
 		if (addrlen < (int)sizeof(sin6))
 			return 0;
@@ -562,8 +562,7 @@ int BPF_PROG(manul_sbx_socket_connect, struct socket *sock, struct sockaddr *add
 	} else {
 		return 0;		/* AF_UNSPEC (disconnect), AF_UNIX, ...: not network egress */
 	}
-	return sbx_net_check(&who, &key, port, BPF_CORE_READ(sock, sk, sk_protocol),
-			     MANUL_SBX_M_LSM);
+	return sbx_net_check(&who, &key, port, sock->sk->sk_protocol, MANUL_SBX_M_LSM);
 }
 
 /* cgroup/connect* and sendmsg*: 1 = go on; 0 with a retval = refuse. */
