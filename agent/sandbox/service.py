@@ -63,12 +63,13 @@ class SandboxService:
                  audit: AuditLog | None = None, *, root: Path = PIN_ROOT,
                  host_resolver: Resolver = system_resolver, lsm: bool | None = None,
                  interval: float = 2.0,
-                 on_decision: Callable[[Decision], None] | None = None) -> None:
+                 on_decision: Callable[[Decision], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self.resolver = resolver
         self.audit = audit
         self.root = root
-        self.hosts = HostCache(host_resolver)
+        self.hosts = HostCache(host_resolver, clock=clock)
         self.lsm = lsm
         self.interval = interval
         self.on_decision = on_decision

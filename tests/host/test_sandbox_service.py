@@ -1,0 +1,236 @@
+"""The sandbox service on this machine: registry agents bound to their cgroups,
+host names re-resolved on TTL, bad input keeping the previous generation,
+`kill -9` leaving enforcement in place, a restart adopting it.
+
+Network enforcement (the cgroup fallback) is what these tests observe; the
+same code runs under BPF LSM in tests/kernel.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.registry import Registry, load_directory
+from agent.sandbox.hosts import HostCache, static_resolver
+from agent.sandbox.service import SandboxService
+from agent.telemetry.audit import AuditLog
+from agent.workloads import WorkloadResolver
+from tests.support import (
+    EXAMPLES,
+    LOOPBACK_HOSTS,
+    ROOT,
+    Cgroup,
+    SyscallWorker,
+    drop_pin_root,
+    sandbox_pin_root,
+)
+
+REFUSED = errno.ECONNREFUSED
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Dns:
+    """A resolver table the test changes (loopback addresses only)."""
+
+    def __init__(self, table: dict[str, list[str]], ttl: float = 30.0) -> None:
+        self.table = table
+        self.ttl = ttl
+        self.calls = 0
+
+    def __call__(self, host: str) -> tuple[list[str], float]:
+        self.calls += 1
+        if host not in self.table:
+            raise OSError(f"no such host `{host}`")
+        return list(self.table[host]), self.ttl
+
+
+@pytest.fixture
+def pin_root() -> Iterator[Path]:
+    root = sandbox_pin_root()
+    yield root
+    drop_pin_root(root)
+
+
+def registry_dir(base: Path, cg: Cgroup, policy: str = "data-analyst.cedar") -> Path:
+    d = base / "registry"
+    d.mkdir(exist_ok=True)
+    entities = (EXAMPLES / "entities.json").read_text()
+    (d / "records.yaml").write_text(textwrap.dedent(f"""
+        apiVersion: manul.dev/v1alpha1
+        kind: Agent
+        metadata: {{name: analyst-1}}
+        spec:
+          classes: [data-analyst]
+          identities:
+            - cgroup: /{cg.path.name}
+          sandbox: {{policies: [analyst], mode: enforce}}
+        ---
+        apiVersion: manul.dev/v1alpha1
+        kind: Policy
+        metadata: {{name: analyst}}
+        spec:
+          file: {EXAMPLES / policy if "/" not in policy else policy}
+          entities: {json.dumps(entities)}
+    """))
+    return d
+
+
+def worker(cg: Cgroup) -> SyscallWorker:
+    w = SyscallWorker(cg)
+    assert w.errno(op="netns") == 0
+    assert w.errno(op="listen", ports=[443]) == 0
+    return w
+
+
+def connect(w: SyscallWorker, addr: str) -> int:
+    return w.errno(op="connect", family=4, addr=addr, port=443)
+
+
+def test_host_cache_ttl_and_failures() -> None:
+    clock, dns = Clock(), Dns({"a.example": ["127.0.0.2"], "b.example": ["127.0.0.3"]}, 30)
+    cache = HostCache(dns, clock=clock)
+    assert cache.resolve(["a.example", "*.example", "b.example", "gone.example"]) == {
+        "a.example": ("127.0.0.2",), "b.example": ("127.0.0.3",)}
+    calls = dns.calls
+    assert cache.resolve(["a.example"]) == {"a.example": ("127.0.0.2",)}
+    assert dns.calls == calls  # cached
+    assert not cache.due(["a.example", "*.example"])
+    clock.now += 31
+    assert cache.due(["a.example"])
+    dns.table["a.example"] = ["127.0.0.4"]
+    assert cache.resolve(["a.example"]) == {"a.example": ("127.0.0.4",)}
+    # a failure keeps the last answer; a name never resolved has none
+    clock.now += 31
+    del dns.table["a.example"]
+    assert cache.resolve(["a.example"]) == {"a.example": ("127.0.0.4",)}
+    assert cache.failures >= 2
+    assert static_resolver({"x": ["127.0.0.9"]})("x") == (["127.0.0.9"], float("inf"))
+
+
+def test_service_follows_registry_and_dns(make_cgroup: Any, pin_root: Path,
+                                         tmp_path: Path) -> None:
+    cg, other = make_cgroup(), make_cgroup()
+    reg_dir = registry_dir(tmp_path, cg)
+    registry: dict[str, Registry] = {"now": load_directory(reg_dir)}
+    clock, dns = Clock(), Dns({k: list(v) for k, v in LOOPBACK_HOSTS.items()}, ttl=30)
+    audit_path = tmp_path / "audit.jsonl"
+    audit = AuditLog(audit_path, node="test")
+    resolver = WorkloadResolver()
+    svc = SandboxService(lambda: registry["now"], resolver, audit, root=pin_root,
+                         host_resolver=dns, clock=clock)
+    try:
+        with worker(cg) as w, worker(other) as o:
+            st = svc.start()
+            assert st.bindings == ()
+            changes = svc.reconcile()
+            assert [(c.target, c.what) for c in changes] == [("agent:analyst-1", "applied")]
+            assert connect(w, "127.0.0.3") == REFUSED
+            assert connect(w, "127.0.0.2") == 0
+            assert connect(o, "127.0.0.3") == 0  # not the agent's cgroup
+            assert svc.reconcile() == []  # nothing changed, nothing done
+            # the audit trail: the refused connect, named
+            decisions = svc.poll()
+            assert [(d.action, d.resource, d.verdict, d.policies) for d in decisions] == [
+                ("connectNetwork", "127.0.0.3:443/tcp", "deny", ("analyst-net",))]
+            rec = json.loads(audit_path.read_text().splitlines()[-1])  # line-buffered
+            assert rec["kind"] == "sandbox-deny" and rec["agent"] == "analyst-1"
+            assert rec["cgroup"] == "/" + cg.path.name and rec["pid"] == w.pid
+            assert rec["policies"] == ["analyst-net"] and rec["node"] == "test"
+            assert rec["process"] and rec["exe"]
+            # DNS: api.openai.com moves; after its TTL a new generation follows it
+            dns.table["api.openai.com"] = ["127.0.0.3"]
+            assert svc.reconcile() == []  # not expired yet: the old address stays
+            clock.now += 31
+            changes = svc.reconcile()
+            assert [c.what for c in changes] == ["applied"]
+            assert connect(w, "127.0.0.3") == 0
+            assert connect(w, "127.0.0.2") == REFUSED
+            generation = svc.status().generation
+            # a policy that does not compile: the previous generation stays in force
+            bad = tmp_path / "bad.cedar"
+            bad.write_text("permit (principal, action, resource) when { 1 + };")
+            registry["now"] = load_directory(registry_dir(tmp_path, cg, str(bad)))
+            changes = svc.reconcile()
+            assert [c.what for c in changes] == ["failed"]
+            assert "do not compile" in svc.errors["agent:analyst-1"]
+            assert svc.status().generation == generation
+            assert connect(w, "127.0.0.2") == REFUSED
+            # the agent leaves the registry: its cgroup is unbound
+            registry["now"] = Registry()
+            changes = svc.reconcile()
+            assert [c.what for c in changes] == ["unbound"]
+            assert connect(w, "127.0.0.2") == 0
+            assert svc.status().bindings == ()
+    finally:
+        svc.close()
+        audit.close()
+
+
+AGENT = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    from agent.registry import load_directory
+    from agent.sandbox.hosts import static_resolver
+    from agent.sandbox.service import SandboxService
+    from agent.workloads import WorkloadResolver
+    registry = load_directory(sys.argv[1])
+    svc = SandboxService(lambda: registry, WorkloadResolver(), None, root=Path(sys.argv[2]),
+                         host_resolver=static_resolver(json.loads(sys.argv[3])))
+    svc.start()
+    changes = svc.reconcile()
+    print(json.dumps({"changes": [c.what for c in changes], "status": svc.status().to_json()}),
+          flush=True)
+    time.sleep(3600)
+""")
+
+
+def test_kill_9_keeps_enforcement_and_restart_adopts(make_cgroup: Any, pin_root: Path,
+                                                     tmp_path: Path) -> None:
+    cg = make_cgroup()
+    reg_dir = registry_dir(tmp_path, cg)
+    with worker(cg) as w:
+        agent = subprocess.Popen(
+            [sys.executable, "-c", AGENT, str(reg_dir), str(pin_root),
+             json.dumps(LOOPBACK_HOSTS)],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": "."})
+        try:
+            assert agent.stdout is not None
+            before = json.loads(agent.stdout.readline())
+            assert before["changes"] == ["applied"]
+            assert connect(w, "127.0.0.3") == REFUSED
+        finally:
+            agent.send_signal(signal.SIGKILL)
+            assert agent.wait() == -signal.SIGKILL
+            if agent.stdout is not None:
+                agent.stdout.close()
+        assert connect(w, "127.0.0.3") == REFUSED  # the agent is gone, its sandbox is not
+        assert connect(w, "127.0.0.2") == 0
+        registry = load_directory(reg_dir)
+        svc = SandboxService(lambda: registry, WorkloadResolver(), None, root=pin_root,
+                             host_resolver=static_resolver(LOOPBACK_HOSTS))
+        try:
+            adopted = svc.start().to_json()
+            for key in ("programs", "mechanisms", "generation", "bindings", "sandboxes"):
+                assert adopted[key] == before["status"][key], key
+            assert svc.reconcile() == []
+        finally:
+            svc.close()
+        assert connect(w, "127.0.0.3") == REFUSED
