@@ -234,3 +234,36 @@ def test_kill_9_keeps_enforcement_and_restart_adopts(make_cgroup: Any, pin_root:
         finally:
             svc.close()
         assert connect(w, "127.0.0.3") == REFUSED
+
+
+def test_cli_workload(make_cgroup: Any, pin_root: Path, tmp_path: Path) -> None:
+    """`manul sandbox apply --workload`: the Agent's own policies, on its cgroups."""
+    cg = make_cgroup()
+    reg_dir = registry_dir(tmp_path, cg)
+    hosts = tmp_path / "hosts.json"
+    hosts.write_text(json.dumps(LOOPBACK_HOSTS))
+    env = {"MANUL_SANDBOX_PIN_ROOT": str(pin_root), "PATH": "/usr/bin:/bin"}
+
+    def manul(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(ROOT / ".venv/bin/manul"), "sandbox", *args], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    with worker(cg) as w:
+        r = manul("apply", "--workload", "analyst-1", "--registry", str(reg_dir),
+                  "--hosts", str(hosts), "--mode", "audit", "--json")
+        assert r.returncode == 0, r.stderr
+        done = json.loads(r.stdout)
+        assert (done["target"], done["sandbox"], done["mode"]) == (
+            "workload:analyst-1", 'Agent::"analyst-1"', "audit")
+        assert [c["id"] for c in done["cgroups"]] == [cg.id]
+        assert connect(w, "127.0.0.3") == 0  # audit: allowed, reported
+        r = manul("apply", "--workload", "analyst-1", "--registry", str(reg_dir),
+                  "--hosts", str(hosts))
+        assert r.returncode == 0, r.stderr
+        assert "generation 2" in r.stdout and "enforce mode" in r.stdout  # the spec's mode
+        assert connect(w, "127.0.0.3") == REFUSED
+        r = manul("apply", "--workload", "nobody", "--registry", str(reg_dir))
+        assert r.returncode == 1 and "no Agent of that name" in r.stderr
+        r = manul("remove", "--workload", "analyst-1")
+        assert r.returncode == 0, r.stderr
+        assert connect(w, "127.0.0.3") == 0
