@@ -49,8 +49,8 @@ BASE = Path("/dev/shm/manul-bench")  # tmpfs: the file system adds little of its
 
 def in_vm() -> None:
     """Boot the VM once and run this script inside (BPF LSM is refused here)."""
-    cmd = [str(ROOT / "vagrant" / "run-in-vm"), str(ROOT / ".venv" / "bin" / "python"),
-           "bench/sandbox.py"]
+    cmd = [str(ROOT / "vagrant" / "run-in-vm"), "env", f"BENCH_ROUNDS={ROUNDS}",
+           f"BENCH_N={CALLS}", str(ROOT / ".venv" / "bin" / "python"), "bench/sandbox.py"]
     os.execvpe(cmd[0], cmd, {**os.environ, "MANUL_VM_KVM": os.environ.get("MANUL_VM_KVM", "0")})
 
 

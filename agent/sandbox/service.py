@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.errors import ManulError
 from agent.kernel.fs import PIN_ROOT
 from agent.registry import Registry
 from agent.sandbox import maps as M
@@ -108,7 +109,7 @@ class SandboxService:
             self._next = time.monotonic() + self.interval
             try:
                 self.reconcile()
-            except SandboxError as e:
+            except ManulError as e:  # a kernel or workload error: retried next interval
                 log.error("sandbox reconcile: %s", e)
         if self.trail is None:
             return []

@@ -139,6 +139,10 @@ def test_analyst_example_enforced(make_cgroup: Any, pin_root: Path, chroot: Path
         assert w.errno(op="connect", family=4, addr="127.0.0.2", port=443) == 0
         assert w.errno(op="connect", family=4, addr="127.0.0.3", port=443) == errno.ECONNREFUSED
         assert w.errno(op="connect", family=6, addr="::1", port=443) == 0
+        assert w.errno(op="connect", family=6, addr="::ffff:127.0.0.2", port=443) == 0
+        assert w.errno(op="connect", family=6, addr="::ffff:127.0.0.3",
+                       port=443) == errno.ECONNREFUSED
+        assert w.errno(op="sendto", family=4, addr="127.0.0.3", port=53) == errno.ECONNREFUSED
         # a process outside the sandboxed cgroup is unaffected
         assert o.errno(op="open", path="/etc/shadow") == 0
         assert o.call(op="exec", path="/usr/bin/true") == {"errno": 0, "exit": 0}
@@ -152,12 +156,16 @@ def test_analyst_example_enforced(make_cgroup: Any, pin_root: Path, chroot: Path
         ("exec", "/usr/bin/bash", "deny"),
         ("exec", "/usr/bin/true", "deny"),
         ("connectNetwork", "127.0.0.3:443/tcp", "deny"),
+        ("connectNetwork", "127.0.0.3:443/tcp", "deny"),  # IPv4-mapped: decided as IPv4
+        ("connectNetwork", "127.0.0.3:53/udp", "deny"),  # sendto (cgroup/sendmsg4)
     ]
     assert [d.policies for d in events] == [
-        ("no-credentials",), ("no-credentials",), ("no-shells",), (), ("analyst-net",)]
-    assert {(d.mechanism, d.mode, d.sandbox) for d in events} == {("lsm", "enforce", ANALYST)}
+        ("no-credentials",), ("no-credentials",), ("no-shells",), (), ("analyst-net",),
+        ("analyst-net",), ("analyst-net",)]
+    assert [d.mechanism for d in events] == ["lsm"] * 6 + ["cgroup"]
+    assert {(d.mode, d.sandbox) for d in events} == {("enforce", ANALYST)}
     # who: the worker, or for exec the child it spawned
-    assert [d.tgid if d.action != "exec" else d.ppid for d in events] == [w.pid] * 5
+    assert [d.tgid if d.action != "exec" else d.ppid for d in events] == [w.pid] * 7
     o_ = oracle(POLICIES)
     for d in events:
         assert cedar_says(o_, d) == (False, frozenset(d.policies)), d
