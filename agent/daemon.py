@@ -5,7 +5,8 @@ the registry from a folder of YAML and attributes workloads from cgroup
 paths; cluster mode adds pods from the Kubernetes API. What runs today:
 the kernel feature probe (reported, and exported as `manul_mechanism_info`),
 the registry watch, TLS discovery with classification and optional
-quarantine of shadow agents, the HTTP endpoint (/metrics, /healthz,
+quarantine of shadow agents, kernel sandboxes for the registry's sandboxed
+agents (reconciled as records and workloads change), the HTTP endpoint (/metrics, /healthz,
 /inventory), and, given gateway policies, the ext_authz decision point on
 its Unix socket, which reads this node's facts about callers (`NodeFacts`).
 """
@@ -27,11 +28,12 @@ from agent.decision.server import DEFAULT_SOCKET, DecisionServer, ServerConfig
 from agent.discovery.quarantine import Quarantine, resolve_hosts
 from agent.discovery.sensor import TlsSensor
 from agent.discovery.service import Discovery, Observation
-from agent.errors import ConfigError
+from agent.errors import ConfigError, ManulError
 from agent.kernel import fs
 from agent.kernel.probe import Feature, Mechanism, choose_mechanisms, safe_probe_all
 from agent.registry import FileSource, Registry
 from agent.registry.kube import KubeSource
+from agent.sandbox.service import SandboxService
 from agent.telemetry import metrics
 from agent.telemetry.audit import AuditLog
 from agent.telemetry.http import HttpServer
@@ -51,6 +53,7 @@ class DaemonConfig:
     kubernetes: bool = False  # cluster mode: records and pods from the API server
     node: str = ""  # this node's name (cluster mode); default $NODE_NAME, else hostname
     pods_file: Path | None = None  # pods from a file (kubectl get pods -o yaml), offline
+    sandbox: bool = True  # enforce the registry's sandboxes (Agent spec.sandbox)
     policies: Path | None = None  # gateway Cedar policies: also serve ext_authz decisions
     authz_socket: Path = DEFAULT_SOCKET
 
@@ -87,6 +90,8 @@ class Daemon:
             self.registry, self.resolver, audit=self.audit, quarantine=self.quarantine,
             quarantine_shadow=config.quarantine_shadow,
             protect_cgroups=frozenset({root_id, own}))
+        self.sandbox = (SandboxService(self.registry, self.resolver, self.audit)
+                        if config.sandbox else None)
         # What only this node knows about callers, for the decision point.
         self.facts = NodeFacts()
         self.authz: DecisionServer | None = None
@@ -128,6 +133,9 @@ class Daemon:
                          else str(self.config.registry), "error": self.source.last_error,
                          "agents": len(self.registry().agents)},
             "discovery": vars(self.discovery.stats),
+            "sandbox": ({"status": self.sandbox.status().to_json(),
+                         "errors": self.sandbox.errors} if self.sandbox is not None
+                        and self.sandbox.maps is not None else None),
         }
 
     def _gateway_allow(self) -> list[str]:
@@ -141,7 +149,14 @@ class Daemon:
         if self.authz is not None:
             self.authz.start()
             log.info("ext_authz decisions on unix:%s", self.config.authz_socket)
+        sandbox_thread: threading.Thread | None = None
         try:
+            if self.sandbox is not None:
+                status = self.sandbox.start()
+                log.info("sandbox: %s", status.to_json())
+                sandbox_thread = threading.Thread(target=self._sandbox_loop, name="sandbox",
+                                                  daemon=True)
+                sandbox_thread.start()
             if self.quarantine is not None:
                 actions = self.quarantine.start()
                 self.quarantine.set_allowed(self._gateway_allow())
@@ -152,6 +167,11 @@ class Daemon:
                     ready(address)
                 self._loop(sensor)
         finally:
+            self.stop_event.set()
+            if sandbox_thread is not None:
+                sandbox_thread.join(5)
+            if self.sandbox is not None:
+                self.sandbox.close()  # enforcement stays pinned
             if self.authz is not None:
                 self.authz.stop()
             if self.http is not None:
@@ -179,6 +199,16 @@ class Daemon:
                     self.quarantine.set_allowed(self._gateway_allow())
                 self.resolver.refresh()
                 self._export_counters(sensor)
+
+    def _sandbox_loop(self) -> None:
+        """Reconcile sandboxes with the registry and drain their audit trail."""
+        assert self.sandbox is not None
+        while not self.stop_event.is_set():
+            try:
+                self.sandbox.poll(0.5)
+            except ManulError as e:
+                log.error("sandbox: %s", e)
+                self.stop_event.wait(2.0)
 
     def _export_counters(self, sensor: TlsSensor) -> None:
         """BPF-side error counters and ring-buffer totals, as Prometheus counters."""

@@ -56,7 +56,7 @@ def discover(registry: Path, duration: float, as_json: bool, kubernetes: bool, n
         daemon = Daemon(DaemonConfig(registry=None if kubernetes else registry, listen="",
                                      audit_log=audit_log, quarantine_shadow=quarantine_shadow,
                                      quarantine_allow=list(allow), kubernetes=kubernetes,
-                                     node=node, pods_file=pods_file,
+                                     node=node, pods_file=pods_file, sandbox=False,
                                      trust_domain=trust_domain), on_observation=seen)
     except ManulError as e:
         err.print(f"[red]manul discover:[/] {e}")

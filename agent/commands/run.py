@@ -28,9 +28,12 @@ from agent.errors import ManulError
               help="Gateway Cedar policies: also answer Envoy ext_authz on --authz-socket.")
 @click.option("--authz-socket", type=click.Path(path_type=Path), default="/run/manul/authz.sock",
               show_default=True, help="The decision point's Unix socket (with --policies).")
+@click.option("--no-sandbox", is_flag=True,
+              help="Do not enforce the registry's sandboxes (Agent spec.sandbox).")
 @agent_options
 def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, node: str,
         pods_file: Path | None, trust_domain: str, policies: Path | None, authz_socket: Path,
+        no_sandbox: bool,
         quarantine_shadow: bool, allow: tuple[str, ...]) -> None:
     """Run Manul's node agent in the foreground until Ctrl-C.
 
@@ -49,6 +52,7 @@ def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, no
                                      quarantine_allow=list(allow), kubernetes=kubernetes,
                                      node=node, pods_file=pods_file,
                                      trust_domain=trust_domain, policies=policies,
+                                     sandbox=not no_sandbox,
                                      authz_socket=authz_socket),
                         on_observation=lambda o: _print(con, o))
     except ManulError as e:
@@ -76,6 +80,10 @@ def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, no
         con.print(f"  audit      {audit}")
         if policies:
             con.print(f"  ext_authz  unix:{authz_socket} (policies `{policies}`)")
+        if daemon.sandbox is not None:
+            st = daemon.sandbox.status().to_json()
+            con.print(f"  sandbox    {len(st.get('bindings', []))} cgroups bound "
+                      "(`manul sandbox status` for details)")
         con.print("Make an HTTPS call to an LLM provider (e.g. "
                   "`curl https://api.openai.com/v1/models`) and it appears below. Ctrl-C stops.")
 

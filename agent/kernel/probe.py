@@ -171,7 +171,7 @@ def choose_mechanisms(features: list[Feature]) -> list[Mechanism]:
                   "BPF LSM unavailable: exec rules are reported, not enforced"),
     ]
     if lsm:
-        out.append(Mechanism("network", "lsm:socket_connect", False))
+        out.append(Mechanism("network", "lsm:socket_connect+cgroup:sendmsg4/6", False))
     elif have.get("sock_addr"):
         out.append(Mechanism("network", "cgroup:connect4/6+sendmsg4/6", False,
                              "fallback for BPF LSM; same maps, same answers"))

@@ -53,7 +53,7 @@ def test_json_report_matches_an_independent_attempt() -> None:
         assert f["available"] or (f["detail"] and f["fallback"]), f
     mechanisms = {m["concern"]: m for m in doc["mechanisms"]}
     assert mechanisms["network"]["mechanism"] == (
-        "lsm:socket_connect" if ok else "cgroup:connect4/6+sendmsg4/6")
+        "lsm:socket_connect+cgroup:sendmsg4/6" if ok else "cgroup:connect4/6+sendmsg4/6")
     assert mechanisms["file"]["degraded"] == (not ok)
 
 
