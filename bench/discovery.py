@@ -38,7 +38,7 @@ from agent.workloads import WorkloadResolver  # noqa: E402
 from tests.tls_support import make_certs  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "2"))
 
 CLIENT = textwrap.dedent("""

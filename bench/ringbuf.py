@@ -175,7 +175,7 @@ def main() -> int:
     print(f"ring buffer 4 MiB, {BURST} records/syscall, {SECONDS:.0f} s per run, "
           f"{L.possible_cpus()} CPUs")
     print(f"{'consumer':<34}{'events/s':>14}{'offered':>14}{'drops':>12}")
-    print(f"{'C (libbpf ring_buffer__poll)':<34}{c_rate:>14,.0f}{c_produced:>14,}{c_drops:>12,}")
+    print(f"{'C (libbpf ring_buffer__consume)':<34}{c_rate:>14,.0f}{c_produced:>14,}{c_drops:>12,}")
     print(f"{'Python (agent.kernel.RingBuffer)':<34}{py_rate:>14,.0f}{py_produced:>14,}"
           f"{py_drops:>12,}")
     print(f"{'Python paced at 1/2 its maximum':<34}{paced_got / SECONDS:>14,.0f}"

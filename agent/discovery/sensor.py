@@ -9,6 +9,7 @@ only: nothing is pinned, and traffic is never changed.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from agent.discovery.handshake import Handshake, decode
@@ -19,9 +20,13 @@ log = logging.getLogger(__name__)
 
 
 class TlsSensor:
-    def __init__(self, cgroup: str | Path | None = None, ringbuf_bytes: int = 1 << 22) -> None:
+    def __init__(self, cgroup: str | Path | None = None, ringbuf_bytes: int = 1 << 22,
+                 coalesce: float = 0.005) -> None:
+        """`coalesce`: after the first handshake of a quiet spell, wait this long for
+        others, so a burst costs one wake-up instead of one per handshake."""
         self.cgroup = Path(cgroup) if cgroup else None
         self.ringbuf_bytes = ringbuf_bytes
+        self.coalesce = coalesce
         self._obj: BpfObject | None = None
         self._rb: RingBuffer | None = None
 
@@ -58,7 +63,11 @@ class TlsSensor:
     def poll(self, timeout: float = 0.1) -> list[Handshake]:
         """Handshakes captured since the last call (waits up to `timeout`)."""
         out = []
-        for rec in self.ringbuf.poll(timeout):
+        records = self.ringbuf.poll(timeout)
+        if records and self.coalesce > 0:
+            time.sleep(self.coalesce)
+            records += self.ringbuf.drain()
+        for rec in records:
             if abi.event_type(rec) == abi.EV_TLS:
                 out.append(decode(rec))
         return out
