@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -357,3 +358,24 @@ def apply_to(root: Path, inputs: Any, principal: str | None, cgroups: list[Cgrou
             return apply_sandbox(maps, compiled, target=target,
                                  cgroups=[CgroupRef.resolve(c.path) for c in cgroups],
                                  mode=mode, digest=inputs.digest(f"{principal}|{mode}"))
+
+
+# A stand-in agent process for the kill -9 / adoption tests (host and VM):
+# argv = registry dir, pin root, host resolver JSON. Prints its first
+# reconcile, then sleeps until killed.
+SANDBOX_AGENT = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    from agent.registry import load_directory
+    from agent.sandbox.hosts import static_resolver
+    from agent.sandbox.service import SandboxService
+    from agent.workloads import WorkloadResolver
+    registry = load_directory(sys.argv[1])
+    svc = SandboxService(lambda: registry, WorkloadResolver(), None, root=Path(sys.argv[2]),
+                         host_resolver=static_resolver(json.loads(sys.argv[3])))
+    svc.start()
+    changes = svc.reconcile()
+    print(json.dumps({"changes": [c.what for c in changes], "status": svc.status().to_json()}),
+          flush=True)
+    time.sleep(3600)
+""")

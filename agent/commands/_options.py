@@ -1,10 +1,13 @@
-"""Options shared by `manul run` and `manul discover`: where workloads and records come from,
-and quarantine. One definition, so the two commands cannot drift apart."""
+"""Options and plumbing shared by `manul run` and `manul discover`: where workloads and
+records come from, quarantine, signals. One definition, so the two cannot drift apart."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -34,3 +37,13 @@ def agent_options(f: F) -> F:
     for option in reversed(_OPTIONS):
         f = option(f)
     return f
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGINT and SIGTERM set `stop` (the daemon then winds down cleanly)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import threading
 from pathlib import Path
-from types import FrameType
 
 import click
 from rich.console import Console, Group
 from rich.live import Live
 
 from agent.commands._discovery_view import inventory_table, observation_line
-from agent.commands._options import agent_options
+from agent.commands._options import agent_options, stop_on_signals
 from agent.daemon import Daemon, DaemonConfig
 from agent.discovery.service import Observation
 from agent.errors import ManulError
@@ -62,11 +60,7 @@ def discover(registry: Path, duration: float, as_json: bool, kubernetes: bool, n
         err.print(f"[red]manul discover:[/] {e}")
         sys.exit(1)
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        daemon.stop_event.set()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    stop_on_signals(daemon.stop_event)
     if duration > 0:
         threading.Timer(duration, daemon.stop_event.set).start()
 

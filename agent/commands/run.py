@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
 import click
 from rich.console import Console
 
 from agent.commands._discovery_view import observation_line
-from agent.commands._options import agent_options
+from agent.commands._options import agent_options, stop_on_signals
 from agent.daemon import Daemon, DaemonConfig
 from agent.discovery.service import Observation
 from agent.errors import ManulError
@@ -59,11 +57,7 @@ def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, no
         con.print(f"[red]manul run:[/] {e}")
         sys.exit(1)
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        daemon.stop_event.set()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    stop_on_signals(daemon.stop_event)
 
     def ready(address: tuple[str, int] | None) -> None:
         reg = daemon.registry()

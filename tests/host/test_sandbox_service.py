@@ -30,6 +30,7 @@ from tests.support import (
     EXAMPLES,
     LOOPBACK_HOSTS,
     ROOT,
+    SANDBOX_AGENT,
     Cgroup,
     SyscallWorker,
     drop_pin_root,
@@ -184,22 +185,7 @@ def test_service_follows_registry_and_dns(make_cgroup: Any, pin_root: Path,
         audit.close()
 
 
-AGENT = textwrap.dedent("""
-    import json, sys, time
-    from pathlib import Path
-    from agent.registry import load_directory
-    from agent.sandbox.hosts import static_resolver
-    from agent.sandbox.service import SandboxService
-    from agent.workloads import WorkloadResolver
-    registry = load_directory(sys.argv[1])
-    svc = SandboxService(lambda: registry, WorkloadResolver(), None, root=Path(sys.argv[2]),
-                         host_resolver=static_resolver(json.loads(sys.argv[3])))
-    svc.start()
-    changes = svc.reconcile()
-    print(json.dumps({"changes": [c.what for c in changes], "status": svc.status().to_json()}),
-          flush=True)
-    time.sleep(3600)
-""")
+AGENT = SANDBOX_AGENT
 
 
 def test_kill_9_keeps_enforcement_and_restart_adopts(make_cgroup: Any, pin_root: Path,

@@ -35,6 +35,7 @@ from tests.support import (
     EXAMPLES,
     LOOPBACK_HOSTS,
     ROOT,
+    SANDBOX_AGENT,
     Cgroup,
     SyscallWorker,
     apply_to,
@@ -238,22 +239,7 @@ def test_policy_swap_never_lets_a_forbidden_open_through(make_cgroup: Any, pin_r
     assert set(st.entries) == {st.sandboxes[0].sandbox_id}
 
 
-AGENT = textwrap.dedent("""
-    import json, sys, time
-    from pathlib import Path
-    from agent.registry import load_directory
-    from agent.sandbox.hosts import static_resolver
-    from agent.sandbox.service import SandboxService
-    from agent.workloads import WorkloadResolver
-    registry = load_directory(sys.argv[1])
-    svc = SandboxService(lambda: registry, WorkloadResolver(), None, root=Path(sys.argv[2]),
-                         host_resolver=static_resolver(json.loads(sys.argv[3])))
-    svc.start()
-    changes = svc.reconcile()
-    print(json.dumps({"changes": [c.what for c in changes], "status": svc.status().to_json()}),
-          flush=True)
-    time.sleep(3600)
-""")
+AGENT = SANDBOX_AGENT
 
 
 def registry_dir(base: Path, cg: Cgroup) -> Path:
