@@ -379,3 +379,28 @@ SANDBOX_AGENT = textwrap.dedent("""
           flush=True)
     time.sleep(3600)
 """)
+
+
+def sandboxed_agent_registry(base: Path, cg_name: str, policies: dict[str, str],
+                             entities: str = "") -> Path:
+    """A registry folder: Agent `analyst-1` (class data-analyst) bound to cgroup `/<cg_name>`
+    and sandboxed (enforce) by `policies` (Policy name -> Cedar file); `entities`
+    (JSON text) goes with the first policy."""
+    d = base / "registry"
+    d.mkdir(exist_ok=True)
+    docs = [textwrap.dedent(f"""
+        apiVersion: manul.dev/v1alpha1
+        kind: Agent
+        metadata: {{name: analyst-1}}
+        spec:
+          classes: [data-analyst]
+          identities:
+            - cgroup: /{cg_name}
+          sandbox: {{policies: [{", ".join(policies)}], mode: enforce}}
+        """)]
+    for i, (name, file) in enumerate(policies.items()):
+        extra = f"\n  entities: {json.dumps(entities)}" if entities and i == 0 else ""
+        docs.append("apiVersion: manul.dev/v1alpha1\nkind: Policy\n"
+                    f"metadata: {{name: {name}}}\nspec:\n  file: {file}{extra}\n")
+    (d / "records.yaml").write_text("---\n".join(docs))
+    return d

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agent.errors import RegistryError
+from agent.errors import ManulError, RegistryError
 from agent.registry.model import API_VERSION, Record
 from agent.registry.parse import parse_record
 from agent.registry.registry import Registry
@@ -31,8 +31,13 @@ PLURALS = {
 }
 
 
-def _custom_api() -> Any:
-    from kubernetes import client, config
+def load_credentials(error: type[ManulError] = RegistryError) -> None:
+    """Configure the `kubernetes` client: in-cluster service account, else kubeconfig.
+
+    Shared by both cluster backends (this one and `agent.workloads.KubePods`);
+    `error` is the caller's error class.
+    """
+    from kubernetes import config
 
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
@@ -40,8 +45,13 @@ def _custom_api() -> Any:
         try:
             config.load_kube_config()  # type: ignore[no-untyped-call]
         except (config.ConfigException, OSError) as e:
-            raise RegistryError(
-                f"no Kubernetes credentials (in-cluster or kubeconfig): {e}") from e
+            raise error(f"no Kubernetes credentials (in-cluster or kubeconfig): {e}") from e
+
+
+def _custom_api() -> Any:
+    from kubernetes import client
+
+    load_credentials()
     return client.CustomObjectsApi()
 
 

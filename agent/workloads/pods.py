@@ -335,14 +335,9 @@ class KubePods:
 
 def _core_api() -> Any:
     """A CoreV1Api from the in-cluster service account, else from the kubeconfig."""
-    from kubernetes import client, config
+    from kubernetes import client
 
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        try:
-            config.load_kube_config()  # type: ignore[no-untyped-call]
-        except (config.ConfigException, OSError) as e:
-            raise WorkloadError(f"no Kubernetes credentials (in-cluster or kubeconfig): {e}") \
-                from e
+    from agent.registry.kube import load_credentials
+
+    load_credentials(WorkloadError)
     return client.CoreV1Api()

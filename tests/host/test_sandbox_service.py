@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from tests.support import (
     SyscallWorker,
     drop_pin_root,
     sandbox_pin_root,
+    sandboxed_agent_registry,
 )
 
 REFUSED = errno.ECONNREFUSED
@@ -71,27 +71,9 @@ def pin_root() -> Iterator[Path]:
 
 
 def registry_dir(base: Path, cg: Cgroup, policy: str = "data-analyst.cedar") -> Path:
-    d = base / "registry"
-    d.mkdir(exist_ok=True)
-    entities = (EXAMPLES / "entities.json").read_text()
-    (d / "records.yaml").write_text(textwrap.dedent(f"""
-        apiVersion: manul.dev/v1alpha1
-        kind: Agent
-        metadata: {{name: analyst-1}}
-        spec:
-          classes: [data-analyst]
-          identities:
-            - cgroup: /{cg.path.name}
-          sandbox: {{policies: [analyst], mode: enforce}}
-        ---
-        apiVersion: manul.dev/v1alpha1
-        kind: Policy
-        metadata: {{name: analyst}}
-        spec:
-          file: {EXAMPLES / policy if "/" not in policy else policy}
-          entities: {json.dumps(entities)}
-    """))
-    return d
+    file = EXAMPLES / policy if "/" not in policy else Path(policy)
+    return sandboxed_agent_registry(base, cg.path.name, {"analyst": str(file)},
+                                    (EXAMPLES / "entities.json").read_text())
 
 
 def worker(cg: Cgroup) -> SyscallWorker:

@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +42,7 @@ from tests.support import (
     make_root,
     policy_input,
     sandbox_pin_root,
+    sandboxed_agent_registry,
     unmake_root,
 )
 
@@ -243,33 +243,10 @@ AGENT = SANDBOX_AGENT
 
 
 def registry_dir(base: Path, cg: Cgroup) -> Path:
-    d = base / "registry"
-    d.mkdir()
-    entities = (EXAMPLES / "entities.json").read_text()
-    (d / "agents.yaml").write_text(textwrap.dedent(f"""
-        apiVersion: manul.dev/v1alpha1
-        kind: Agent
-        metadata: {{name: analyst-1}}
-        spec:
-          classes: [data-analyst]
-          identities:
-            - cgroup: /{cg.path.name}
-          sandbox: {{policies: [analyst, guardrails], mode: enforce}}
-        ---
-        apiVersion: manul.dev/v1alpha1
-        kind: Policy
-        metadata: {{name: analyst}}
-        spec:
-          file: {EXAMPLES / "data-analyst.cedar"}
-          entities: {json.dumps(entities)}
-        ---
-        apiVersion: manul.dev/v1alpha1
-        kind: Policy
-        metadata: {{name: guardrails}}
-        spec:
-          file: {EXAMPLES / "guardrails.cedar"}
-    """))
-    return d
+    return sandboxed_agent_registry(
+        base, cg.path.name, {"analyst": str(EXAMPLES / "data-analyst.cedar"),
+                             "guardrails": str(EXAMPLES / "guardrails.cedar")},
+        (EXAMPLES / "entities.json").read_text())
 
 
 def test_kill_9_leaves_enforcement_and_a_restart_reports_the_same(
