@@ -17,23 +17,44 @@
  *            on `sandbox_events` and refused in enforce mode: -ENOENT for a
  *            file, -EPERM for exec, -ECONNREFUSED for a connection.
  *
- * Programs, by mechanism (agent/sandbox/kernel.py loads one set):
- *   BPF LSM   lsm/file_open (read/write from f_mode; FMODE_EXEC opens are
- *             the exec's own and are decided in bprm_check_security),
- *             lsm/bprm_check_security, lsm/socket_connect; plus
- *             cgroup/sendmsg4/6 for unconnected UDP.
- *   fallback  cgroup/connect4/6 and sendmsg4/6 (same maps, same answers;
- *             -ECONNREFUSED through bpf_set_retval), and for files and exec
- *             tracepoints after the fact: sys_exit_open* and
- *             sched_process_exec, which can only report (would-deny events
- *             flagged DEGRADED).
+ * Programs, by mechanism (agent/sandbox/kernel.py loads one set;
+ * docs/sandbox.md has the threat model, operation by operation):
+ *   BPF LSM   files: file_open (read/write from f_mode; FMODE_EXEC opens
+ *             are the exec's own), and every operation that changes what a
+ *             path names, as writeFile: path_mknod (O_CREAT, before the file
+ *             exists), path_mkdir, path_unlink, path_rmdir, path_symlink,
+ *             path_truncate, path_chmod, path_chown; path_link and
+ *             path_rename also refuse a new name that would grant more than
+ *             the old one ("refer", sbx_refer).
+ *             exec: bprm_check_security; mmap_file / file_mprotect with
+ *             PROT_EXEC need exec or loadLibrary, except the kernel's own
+ *             mappings during a permitted execve (task storage, sbx_exec).
+ *             network: socket_connect (connect, io_uring connect,
+ *             TCP_FASTOPEN_CONNECT), socket_sendmsg (MSG_FASTOPEN and any
+ *             non-UDP datagram with an address), cgroup/sendmsg4/6 (UDP),
+ *             socket_create (raw IP and packet sockets: openRawSocket).
+ *             confinement (built in): ptrace_access_check (ptrace,
+ *             process_vm_*, /proc/PID/mem of a process outside the
+ *             sandbox), sb_mount, move_mount, sb_pivotroot, path_chroot,
+ *             userns_create: a sandboxed process cannot change what its
+ *             paths resolve to.
+ *   fallback  cgroup/connect4/6 (TFO included: pre_connect runs them),
+ *             sendmsg4/6, sock_create (raw IP sockets; packet sockets are
+ *             out of its reach), same maps, same answers; files and exec
+ *             from tracepoints after the fact (sys_exit_open*,
+ *             sched_process_exec), which can only report (would-deny
+ *             events flagged DEGRADED).
  *
- * Paths: bpf_d_path() in the LSM hooks (allowed there: file_open and
- * bprm_check_security are in the kernel's sleepable LSM hook set, which is
- * what bpf_d_path_allowed() checks). The tracepoints cannot call it, so
- * they walk d_parent / mnt_parent themselves (sbx_walk): at most
- * SBX_WALK_DEPTH components, each cut at NAME_MAX; a deeper path is
- * reported as truncated.
+ * Fail closed: a scratch buffer that cannot be had, a path that cannot be
+ * resolved, task storage that cannot be created: denied and counted in
+ * manul_errors (exported as manul_bpf_errors_total).
+ *
+ * Paths: bpf_d_path() in file_open and bprm_check_security (in the
+ * kernel's sleepable LSM hook set, which is what bpf_d_path_allowed()
+ * checks). Everywhere else (hooks that get a directory and a dentry, or a
+ * dentry alone, and the tracepoints) the path is walked through d_parent /
+ * mnt_parent (sbx_walk), as d_path does: at most SBX_WALK_DEPTH components,
+ * each cut at NAME_MAX; a deeper path cannot be resolved and is denied.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -60,6 +81,20 @@ MANUL_BTF_EXPORT(manul_sandbox_event);
 #define FMODE_WRITE 0x2
 #define FMODE_EXEC 0x20
 #define __FMODE_EXEC 0x20		/* the same bit, in f_flags */
+#define EXDEV 18
+#define PROT_EXEC 0x4
+#define VM_EXEC 0x4
+#define MSG_FASTOPEN 0x20000000
+#define SOCK_TYPE_MASK 0xf
+#define SOCK_RAW 3
+#define SOCK_PACKET 10
+#define AF_PACKET 17
+#define IPPROTO_UDPLITE 136
+#define PTRACE_MODE_ATTACH 0x02
+#define RENAME_EXCHANGE (1 << 1)
+#define S_IFMT 00170000
+#define S_IFDIR 0040000
+#define SBX_ALL_SLOTS ((1U << MANUL_SBX_PATH_ACTIONS) - 1)
 
 #define SBX_PATH_BUF 4096		/* PATH_MAX: what bpf_d_path may write */
 #define SBX_PATH_MASK (SBX_PATH_BUF - 1)
@@ -160,10 +195,36 @@ static __always_inline struct sbx_scratch *sbx_scratch_get(void)
 	return bpf_map_lookup_elem(&sbx_scratch, &zero);
 }
 
+
+/* A permitted execve in progress: its new mm, so that the kernel's own
+ * mappings of the binary and its ELF interpreter (mmap_file during
+ * load_elf_binary) are not decided again as loadLibrary. Set in
+ * bprm_check_security when the exec is permitted, cleared when the exec
+ * completes (sched_process_exec). A failed exec leaves the task on its old
+ * mm, which never equals the freed bprm->mm, so nothing carries over. */
+struct sbx_exec_state {
+	__u64 mm;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sbx_exec_state);
+} sbx_exec SEC(".maps");
+
+/* What is being decided, for the report. */
+struct sbx_ask {
+	__u8 action;			/* path slot, MANUL_SBX_CONNECT, ... */
+	__u8 op;			/* enum manul_sbx_op */
+	__u8 mechanism;
+	__u8 flags;			/* enum manul_sbx_event_flags */
+	__u32 rule_id;
+};
+
 /* Report one deny or would-deny. `s` (may be NULL) holds the path. */
-static __always_inline void sbx_report(const struct sbx_who *who, __u8 action,
-				       struct manul_sbx_verdict v, __u8 mechanism,
-				       __u8 extra_flags, struct sbx_scratch *s, long path_len,
+static __always_inline void sbx_report(const struct sbx_who *who, const struct sbx_ask *a,
+				       struct sbx_scratch *s, long path_len,
 				       const struct manul_net_key *net, __u16 port, __u8 proto)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
@@ -184,20 +245,21 @@ static __always_inline void sbx_report(const struct sbx_who *who, __u8 action,
 	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	ev->uid = (__u32)bpf_get_current_uid_gid();
 	ev->sandbox_id = who->sandbox_id;
-	ev->rule_id = v.rule_id;
-	ev->action = action;
+	ev->rule_id = a->rule_id;
+	ev->action = a->action;
+	ev->op = a->op;
 	ev->enforce = enforce;
-	ev->mechanism = mechanism;
-	ev->flags = extra_flags;
-	if (mechanism == MANUL_SBX_M_TRACEPOINT && enforce)
+	ev->mechanism = a->mechanism;
+	ev->flags = a->flags;
+	if (a->mechanism == MANUL_SBX_M_TRACEPOINT && enforce)
 		ev->flags |= MANUL_SBX_EV_DEGRADED;
-	ev->verdict = (enforce && mechanism != MANUL_SBX_M_TRACEPOINT) ?
+	ev->verdict = (enforce && a->mechanism != MANUL_SBX_M_TRACEPOINT) ?
 		MANUL_SBX_DENIED : MANUL_SBX_WOULD_DENY;
 	ev->proto = proto;
 	ev->family = 0;
 	ev->port = port;
 	ev->path_len = 0;
-	ev->_pad = 0;
+	ev->_pad[0] = ev->_pad[1] = ev->_pad[2] = 0;
 	__builtin_memset(ev->addr, 0, sizeof(ev->addr));
 	ev->path[0] = 0;
 	if (net) {
@@ -215,45 +277,96 @@ static __always_inline void sbx_report(const struct sbx_who *who, __u8 action,
 	bpf_ringbuf_submit(ev, 0);
 }
 
+/* The answer to a deny: -err in enforce mode under an enforcing mechanism. */
+static __always_inline int sbx_answer(const struct sbx_who *who, __u8 mechanism, int err)
+{
+	if (!(who->flags & MANUL_SBX_F_ENFORCE) || mechanism == MANUL_SBX_M_TRACEPOINT)
+		return 0;
+	return -err;
+}
+
+/* Something the hook needs could not be had: deny (fail closed), count, report. */
+static __always_inline int sbx_fail(const struct sbx_who *who, __u8 action, __u8 op,
+				    __u8 mechanism, __u32 err_kind, int err)
+{
+	struct sbx_ask a = { .action = action, .op = op, .mechanism = mechanism,
+			     .flags = MANUL_SBX_EV_NO_PATH, .rule_id = 0 };
+
+	manul_count_err(err_kind);
+	sbx_report(who, &a, NULL, 0, NULL, 0, 0);
+	return sbx_answer(who, mechanism, err);
+}
+
 /* ---- paths -------------------------------------------------------------- */
 
 static __always_inline __u8 sbx_first_slot(__u32 need)
 {
 	return (need & (1U << MANUL_SBX_READ)) ? MANUL_SBX_READ :
-	       (need & (1U << MANUL_SBX_WRITE)) ? MANUL_SBX_WRITE : MANUL_SBX_EXEC;
+	       (need & (1U << MANUL_SBX_WRITE)) ? MANUL_SBX_WRITE :
+	       (need & (1U << MANUL_SBX_EXEC)) ? MANUL_SBX_EXEC : MANUL_SBX_LOAD_LIBRARY;
+}
+
+/* Fill the LPM key in front of s->path for a path of `len` bytes with its NUL. */
+static __always_inline void sbx_path_key(const struct sbx_who *who, struct sbx_scratch *s,
+					 long len)
+{
+	s->sandbox_id = who->sandbox_id;
+	s->prefixlen = 32 + 8 * (len < MANUL_SBX_PATH_BYTES ? len : MANUL_SBX_PATH_BYTES);
+}
+
+/* The one path lookup: the entry that decides s->path (NULL: no entry, deny). */
+static __always_inline struct manul_path_val *sbx_path_val(const struct sbx_who *who,
+							   struct sbx_scratch *s, long len)
+{
+	sbx_path_key(who, s, len);
+	return bpf_map_lookup_elem(&sandbox_paths, (struct manul_path_key *)s);
 }
 
 /* The one path matcher. s->path holds the resolved path, `len` bytes with
  * its NUL (len <= 0: it could not be resolved, which denies). `need` is a
  * mask of path slots, all of which must be allowed; the first one that is
- * not decides. Reports a deny; returns 0 or -err (enforce mode, LSM). */
-static __always_inline int sbx_path_check(const struct sbx_who *who, struct sbx_scratch *s,
-					  long len, __u32 need, __u8 mechanism, int err)
+ * not decides. `any` (a mask) instead allows when any of its slots is
+ * allowed (mmap PROT_EXEC: exec or loadLibrary). Reports a deny; returns 0
+ * or -err (enforce mode, LSM). */
+static __always_inline int sbx_path_decide(const struct sbx_who *who, struct sbx_scratch *s,
+					   long len, __u32 need, __u32 any, __u8 op,
+					   __u8 mechanism, int err)
 {
-	struct manul_sbx_verdict v = { 0, 0 };
-	__u8 action = sbx_first_slot(need);
-	__u32 slot;
+	struct manul_path_val *val = NULL;
+	struct sbx_ask a = { .action = sbx_first_slot(need | any), .op = op,
+			     .mechanism = mechanism, .flags = 0, .rule_id = 0 };
+	__u32 allow = 0, slot;
 
 	if (len > 0) {
-		s->sandbox_id = who->sandbox_id;
-		s->prefixlen = 32 + 8 * (len < MANUL_SBX_PATH_BYTES ? len : MANUL_SBX_PATH_BYTES);
-		for (slot = 0; slot < MANUL_SBX_PATH_ACTIONS; slot++) {
-			if (!(need & (1U << slot)))
-				continue;
-			v = manul_sbx_path((const struct manul_path_key *)s, slot);
-			if (!v.allow) {
-				action = slot;
-				break;
-			}
+		val = sbx_path_val(who, s, len);
+		if (val)
+			allow = val->allow;
+		if (any) {
+			if (allow & any)
+				return 0;
+			/* report the last slot asked for (loadLibrary for mmap) */
+			slot = (any & (1U << MANUL_SBX_LOAD_LIBRARY)) ? MANUL_SBX_LOAD_LIBRARY :
+			       sbx_first_slot(any);
+			a.action = slot;
+		} else {
+			if ((allow & need) == need)
+				return 0;
+			a.action = sbx_first_slot(need & ~allow);
 		}
-		if (v.allow)
-			return 0;
+		if (val && a.action < MANUL_SBX_PATH_ACTIONS)
+			a.rule_id = val->rule_id[a.action & 3];
+	} else {
+		a.flags = MANUL_SBX_EV_NO_PATH;
+		manul_count_err(MANUL_ERR_NO_PATH);
 	}
-	sbx_report(who, action, v, mechanism, len > 0 ? 0 : MANUL_SBX_EV_NO_PATH,
-		   len > 0 ? s : NULL, len, NULL, 0, 0);
-	if (!(who->flags & MANUL_SBX_F_ENFORCE) || mechanism == MANUL_SBX_M_TRACEPOINT)
-		return 0;
-	return -err;
+	sbx_report(who, &a, len > 0 ? s : NULL, len, NULL, 0, 0);
+	return sbx_answer(who, mechanism, err);
+}
+
+static __always_inline int sbx_path_check(const struct sbx_who *who, struct sbx_scratch *s,
+					  long len, __u32 need, __u8 op, __u8 mechanism, int err)
+{
+	return sbx_path_decide(who, s, len, need, 0, op, mechanism, err);
 }
 
 /* Whether `mnt` is a kernel-internal mount: overlayfs opens its layers'
@@ -296,16 +409,19 @@ int BPF_PROG(manul_sbx_file_open, struct file *file, int ret)
 		need = 1U << MANUL_SBX_READ;	/* open(O_ACCMODE == 3): ioctl only; a read */
 	s = sbx_scratch_get();
 	if (!s)
-		return 0;
+		return sbx_fail(&who, sbx_first_slot(need), MANUL_SBX_OP_OPEN, MANUL_SBX_M_LSM,
+				MANUL_ERR_NO_SCRATCH, ENOENT);
 	return sbx_path_check(&who, s, bpf_d_path((struct path *)&file->f_path, s->path, SBX_PATH_BUF),
-			      need, MANUL_SBX_M_LSM, ENOENT);
+			      need, MANUL_SBX_OP_OPEN, MANUL_SBX_M_LSM, ENOENT);
 }
 
 SEC("lsm/bprm_check_security")
 int BPF_PROG(manul_sbx_bprm_check, struct linux_binprm *bprm, int ret)
 {
+	struct sbx_exec_state *st;
 	struct sbx_who who;
 	struct sbx_scratch *s;
+	int err;
 
 	if (ret)
 		return ret;
@@ -313,12 +429,33 @@ int BPF_PROG(manul_sbx_bprm_check, struct linux_binprm *bprm, int ret)
 		return 0;
 	s = sbx_scratch_get();
 	if (!s)
-		return 0;
-	return sbx_path_check(&who, s, bpf_d_path((struct path *)&bprm->file->f_path, s->path, SBX_PATH_BUF),
-			      1U << MANUL_SBX_EXEC, MANUL_SBX_M_LSM, EPERM);
+		return sbx_fail(&who, MANUL_SBX_EXEC, MANUL_SBX_OP_EXEC, MANUL_SBX_M_LSM,
+				MANUL_ERR_NO_SCRATCH, EPERM);
+	err = sbx_path_check(&who, s, bpf_d_path((struct path *)&bprm->file->f_path, s->path,
+						 SBX_PATH_BUF),
+			     1U << MANUL_SBX_EXEC, MANUL_SBX_OP_EXEC, MANUL_SBX_M_LSM, EPERM);
+	if (err)
+		return err;
+	/* permitted (or audit mode): the loader's own mappings of this exec follow */
+	st = bpf_task_storage_get(&sbx_exec, bpf_get_current_task_btf(), 0,
+				  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!st) {
+		manul_count_err(MANUL_ERR_NO_STORAGE);
+		return 0;	/* the exec's mappings will be decided as loadLibrary: closed */
+	}
+	st->mm = (__u64)bprm->mm;
+	return 0;
 }
 
-/* ---- the tracepoints' own path walk (no bpf_d_path there) ---------------- */
+/* The exec is done (the new image's mappings are made): forget it. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(manul_sbx_exec_done, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	bpf_task_storage_delete(&sbx_exec, bpf_get_current_task_btf());
+	return 0;
+}
+
+/* ---- the path walk (where bpf_d_path cannot be used) --------------------- */
 
 struct sbx_walk_ctx {
 	struct sbx_scratch *s;
@@ -418,15 +555,422 @@ static __always_inline long sbx_walk(struct sbx_scratch *s, struct vfsmount *vfs
 	return len;
 }
 
-static __always_inline int sbx_tp_file(struct sbx_who *who, struct file *file, __u32 need)
+
+/* ---- operations that change what a path names: writeFile ---------------- */
+
+/* (mnt, dentry) -> s->path; the length with the NUL, or <= 0. */
+static __always_inline long sbx_resolve(struct sbx_scratch *s, struct vfsmount *mnt,
+					struct dentry *dentry)
+{
+	if (!mnt || !dentry)
+		return -1;
+	return sbx_walk(s, mnt, dentry);
+}
+
+/* writeFile on the name `dentry` in directory `dir` (it may not exist yet). */
+static __always_inline int sbx_write_name(const struct path *dir, struct dentry *dentry, __u8 op)
+{
+	struct sbx_who who;
+	struct sbx_scratch *s;
+
+	if (!sbx_bound(&who))
+		return 0;
+	s = sbx_scratch_get();
+	if (!s)
+		return sbx_fail(&who, MANUL_SBX_WRITE, op, MANUL_SBX_M_LSM, MANUL_ERR_NO_SCRATCH,
+				ENOENT);
+	return sbx_path_check(&who, s, sbx_resolve(s, BPF_CORE_READ(dir, mnt), dentry),
+			      1U << MANUL_SBX_WRITE, op, MANUL_SBX_M_LSM, ENOENT);
+}
+
+/* writeFile on an existing path (truncate, chmod, chown). */
+static __always_inline int sbx_write_path(const struct path *path, __u8 op)
+{
+	return sbx_write_name(path, BPF_CORE_READ(path, dentry), op);
+}
+
+SEC("lsm/path_mknod")
+int BPF_PROG(manul_sbx_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode,
+	     unsigned int dev, int ret)
+{
+	return ret ? ret : sbx_write_name(dir, dentry, MANUL_SBX_OP_CREATE);
+}
+
+SEC("lsm/path_mkdir")
+int BPF_PROG(manul_sbx_path_mkdir, const struct path *dir, struct dentry *dentry, umode_t mode,
+	     int ret)
+{
+	return ret ? ret : sbx_write_name(dir, dentry, MANUL_SBX_OP_MKDIR);
+}
+
+SEC("lsm/path_unlink")
+int BPF_PROG(manul_sbx_path_unlink, const struct path *dir, struct dentry *dentry, int ret)
+{
+	return ret ? ret : sbx_write_name(dir, dentry, MANUL_SBX_OP_UNLINK);
+}
+
+SEC("lsm/path_rmdir")
+int BPF_PROG(manul_sbx_path_rmdir, const struct path *dir, struct dentry *dentry, int ret)
+{
+	return ret ? ret : sbx_write_name(dir, dentry, MANUL_SBX_OP_RMDIR);
+}
+
+SEC("lsm/path_symlink")
+int BPF_PROG(manul_sbx_path_symlink, const struct path *dir, struct dentry *dentry,
+	     const char *old_name, int ret)
+{
+	return ret ? ret : sbx_write_name(dir, dentry, MANUL_SBX_OP_SYMLINK);
+}
+
+SEC("lsm/path_truncate")
+int BPF_PROG(manul_sbx_path_truncate, const struct path *path, int ret)
+{
+	return ret ? ret : sbx_write_path(path, MANUL_SBX_OP_TRUNCATE);
+}
+
+SEC("lsm/path_chmod")
+int BPF_PROG(manul_sbx_path_chmod, const struct path *path, umode_t mode, int ret)
+{
+	return ret ? ret : sbx_write_path(path, MANUL_SBX_OP_CHMOD);
+}
+
+SEC("lsm/path_chown")
+int BPF_PROG(manul_sbx_path_chown, const struct path *path, __u32 uid, __u32 gid, int ret)
+{
+	return ret ? ret : sbx_write_path(path, MANUL_SBX_OP_CHOWN);
+}
+
+/* ---- links and renames: a new name never grants more ("refer") ---------- */
+
+/* What one name grants, for the refer rule. */
+struct sbx_rights {
+	__u32 allow;			/* slots allowed on the name itself */
+	__u32 sub_or;			/* on the name's subtree (a directory): anything below */
+	__u32 sub_and;			/* ... and everything below */
+	__u32 rule_id[MANUL_SBX_PATH_ACTIONS];
+	long len;
+};
+
+static __always_inline bool sbx_is_dir(struct dentry *d)
+{
+	return (BPF_CORE_READ(d, d_inode, i_mode) & S_IFMT) == S_IFDIR;
+}
+
+/* Resolve one name and read what it grants; a directory's subtree too
+ * (lookup of `D/`, whose entry bounds every path below D). Denies (and
+ * reports writeFile) when the name itself is not writable. */
+static __always_inline int sbx_rights_of(const struct sbx_who *who, struct sbx_scratch *s,
+					 struct vfsmount *mnt, struct dentry *d, bool dir,
+					 __u8 op, struct sbx_rights *r)
+{
+	struct manul_path_val *val;
+	long len;
+	int err;
+
+	len = sbx_resolve(s, mnt, d);
+	err = sbx_path_check(who, s, len, 1U << MANUL_SBX_WRITE, op, MANUL_SBX_M_LSM, ENOENT);
+	if (err || len <= 0)
+		return err ? err : 1;	/* audit mode: reported; stop here */
+	r->len = len;
+	val = sbx_path_val(who, s, len);
+	if (!val)
+		return 1;		/* no entry: nothing allowed (deny reported above) */
+	r->allow = val->allow & SBX_ALL_SLOTS;
+	r->sub_or = r->sub_and = r->allow;
+	r->rule_id[0] = val->rule_id[0];
+	r->rule_id[1] = val->rule_id[1];
+	r->rule_id[2] = val->rule_id[2];
+	r->rule_id[3] = val->rule_id[3];
+	if (dir && len >= 2 && len <= MANUL_SBX_PATH_BYTES) {
+		/* "D\0" -> "D/": the longest entry covering everything below D */
+		s->path[(len - 1) & SBX_PATH_MASK] = '/';
+		s->prefixlen = 32 + 8 * len;
+		val = bpf_map_lookup_elem(&sandbox_paths, (struct manul_path_key *)s);
+		s->path[(len - 1) & SBX_PATH_MASK] = 0;
+		if (!val) {
+			r->sub_or = SBX_ALL_SLOTS;	/* unknown: assume the widest ... */
+			r->sub_and = 0;			/* ... and the narrowest */
+		} else {
+			r->sub_or = (val->sub_or | val->allow) & SBX_ALL_SLOTS;
+			r->sub_and = val->sub_and & val->allow & SBX_ALL_SLOTS;
+		}
+	} else if (dir) {
+		r->sub_or = SBX_ALL_SLOTS;	/* too long to look up below: fail closed */
+		r->sub_and = 0;
+	}
+	return 0;
+}
+
+/* `to` may not grant what `from` does not: the moved or linked object would
+ * become reachable with more rights. Reports on `from`'s path (still in
+ * s->path when `from_last`), as the action it would gain. */
+static __always_inline int sbx_refer(const struct sbx_who *who, struct sbx_scratch *s,
+				     const struct sbx_rights *from, const struct sbx_rights *to,
+				     bool dir, __u8 op, bool from_in_s)
+{
+	struct sbx_ask a = { .op = op, .mechanism = MANUL_SBX_M_LSM, .flags = MANUL_SBX_EV_REFER };
+	__u32 gain = to->allow & ~from->allow & SBX_ALL_SLOTS;
+	int err = ENOENT;
+
+	if (!gain && dir) {
+		/* below a directory: anything the new place grants, every path of
+		 * the old place must already have; else refuse with EXDEV, so that
+		 * mv(1) copies file by file, each copy decided */
+		gain = to->sub_or & ~from->sub_and & SBX_ALL_SLOTS;
+		a.flags |= MANUL_SBX_EV_SUBTREE;
+		err = EXDEV;
+	}
+	if (!gain)
+		return 0;
+	a.action = sbx_first_slot(gain);
+	a.rule_id = from->rule_id[a.action & 3];
+	sbx_report(who, &a, from_in_s ? s : NULL, from_in_s ? from->len : 0, NULL, 0, 0);
+	return sbx_answer(who, MANUL_SBX_M_LSM, err);
+}
+
+SEC("lsm/path_link")
+int BPF_PROG(manul_sbx_path_link, struct dentry *old_dentry, const struct path *new_dir,
+	     struct dentry *new_dentry, int ret)
+{
+	struct sbx_rights from = {}, to = {};
+	struct vfsmount *mnt;
+	struct sbx_who who;
+	struct sbx_scratch *s;
+	int err;
+
+	if (ret)
+		return ret;
+	if (!sbx_bound(&who))
+		return 0;
+	s = sbx_scratch_get();
+	if (!s)
+		return sbx_fail(&who, MANUL_SBX_WRITE, MANUL_SBX_OP_LINK, MANUL_SBX_M_LSM,
+				MANUL_ERR_NO_SCRATCH, ENOENT);
+	mnt = BPF_CORE_READ(new_dir, mnt);	/* a link never crosses mounts */
+	err = sbx_rights_of(&who, s, mnt, new_dentry, false, MANUL_SBX_OP_LINK, &to);
+	if (err)
+		return err < 0 ? err : 0;
+	/* the old name needs no writeFile: linking does not change it; but it
+	 * must already grant whatever the new name would */
+	from.len = sbx_resolve(s, mnt, old_dentry);
+	if (from.len <= 0)
+		return sbx_path_check(&who, s, from.len, 1U << MANUL_SBX_READ, MANUL_SBX_OP_LINK,
+				      MANUL_SBX_M_LSM, ENOENT);
+	{
+		struct manul_path_val *val = sbx_path_val(&who, s, from.len);
+
+		if (val) {
+			from.allow = val->allow & SBX_ALL_SLOTS;
+			from.rule_id[0] = val->rule_id[0];
+			from.rule_id[1] = val->rule_id[1];
+			from.rule_id[2] = val->rule_id[2];
+			from.rule_id[3] = val->rule_id[3];
+		}
+	}
+	return sbx_refer(&who, s, &from, &to, false, MANUL_SBX_OP_LINK, true);
+}
+
+SEC("lsm/path_rename")
+int BPF_PROG(manul_sbx_path_rename, const struct path *old_dir, struct dentry *old_dentry,
+	     const struct path *new_dir, struct dentry *new_dentry, unsigned int flags, int ret)
+{
+	struct sbx_rights from = {}, to = {};
+	struct vfsmount *mnt;
+	struct sbx_who who;
+	struct sbx_scratch *s;
+	bool exchange = flags & RENAME_EXCHANGE, old_is_dir, new_is_dir = false;
+	int err;
+
+	if (ret)
+		return ret;
+	if (!sbx_bound(&who))
+		return 0;
+	s = sbx_scratch_get();
+	if (!s)
+		return sbx_fail(&who, MANUL_SBX_WRITE, MANUL_SBX_OP_RENAME, MANUL_SBX_M_LSM,
+				MANUL_ERR_NO_SCRATCH, ENOENT);
+	mnt = BPF_CORE_READ(old_dir, mnt);	/* a rename never crosses mounts */
+	old_is_dir = sbx_is_dir(old_dentry);
+	if (exchange)
+		new_is_dir = sbx_is_dir(new_dentry);
+	/* the new name first, so that the old one is in s->path for the report */
+	err = sbx_rights_of(&who, s, mnt, new_dentry, old_is_dir || new_is_dir,
+			    MANUL_SBX_OP_RENAME, &to);
+	if (err)
+		return err < 0 ? err : 0;
+	if (exchange) {
+		/* the object at the new name moves to the old one: check it while
+		 * the new name is still resolved */
+		err = sbx_rights_of(&who, s, mnt, old_dentry, old_is_dir || new_is_dir,
+				    MANUL_SBX_OP_RENAME, &from);
+		if (err)
+			return err < 0 ? err : 0;
+		err = sbx_refer(&who, s, &to, &from, new_is_dir, MANUL_SBX_OP_RENAME, false);
+		if (err)
+			return err;
+		return sbx_refer(&who, s, &from, &to, old_is_dir, MANUL_SBX_OP_RENAME, true);
+	}
+	err = sbx_rights_of(&who, s, mnt, old_dentry, old_is_dir, MANUL_SBX_OP_RENAME, &from);
+	if (err)
+		return err < 0 ? err : 0;
+	return sbx_refer(&who, s, &from, &to, old_is_dir, MANUL_SBX_OP_RENAME, true);
+}
+
+/* ---- executable mappings: exec or loadLibrary --------------------------- */
+
+/* Whether the current task is inside a permitted execve (the loader's own
+ * mappings of the binary and its ELF interpreter). */
+static __always_inline bool sbx_in_exec(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct sbx_exec_state *st;
+
+	st = bpf_task_storage_get(&sbx_exec, task, 0, 0);
+	return st && st->mm && st->mm == (__u64)task->mm;
+}
+
+static __always_inline int sbx_map_exec(struct file *file, __u8 op)
+{
+	struct sbx_who who;
+	struct sbx_scratch *s;
+
+	if (!sbx_bound(&who))
+		return 0;
+	if (sbx_in_exec())
+		return 0;
+	s = sbx_scratch_get();
+	if (!s)
+		return sbx_fail(&who, MANUL_SBX_LOAD_LIBRARY, op, MANUL_SBX_M_LSM,
+				MANUL_ERR_NO_SCRATCH, EPERM);
+	return sbx_path_decide(&who, s, sbx_resolve(s, BPF_CORE_READ(file, f_path.mnt),
+						     BPF_CORE_READ(file, f_path.dentry)),
+			       0, (1U << MANUL_SBX_EXEC) | (1U << MANUL_SBX_LOAD_LIBRARY), op,
+			       MANUL_SBX_M_LSM, EPERM);
+}
+
+SEC("lsm/mmap_file")
+int BPF_PROG(manul_sbx_mmap_file, struct file *file, unsigned long reqprot, unsigned long prot,
+	     unsigned long flags, int ret)
+{
+	if (ret)
+		return ret;
+	if (!file || !(prot & PROT_EXEC))
+		return 0;	/* anonymous or not executable: not a file's code */
+	return sbx_map_exec(file, MANUL_SBX_OP_MMAP);
+}
+
+SEC("lsm/file_mprotect")
+int BPF_PROG(manul_sbx_file_mprotect, struct vm_area_struct *vma, unsigned long reqprot,
+	     unsigned long prot, int ret)
+{
+	struct file *file;
+
+	if (ret)
+		return ret;
+	if (!(prot & PROT_EXEC) || (vma->vm_flags & VM_EXEC))
+		return 0;	/* not adding PROT_EXEC: decided when it was mapped */
+	file = vma->vm_file;
+	if (!file)
+		return 0;
+	return sbx_map_exec(file, MANUL_SBX_OP_MPROTECT);
+}
+
+/* ---- confinement: no driving an outsider, no changing what paths mean ---- */
+
+static __always_inline int sbx_confine(const struct sbx_who *who, __u8 op)
+{
+	struct sbx_ask a = { .action = MANUL_SBX_CONFINE, .op = op, .mechanism = MANUL_SBX_M_LSM };
+
+	sbx_report(who, &a, NULL, 0, NULL, 0, 0);
+	return sbx_answer(who, MANUL_SBX_M_LSM, EPERM);
+}
+
+/* Whether `task` runs in the bound cgroup or below it. */
+static __always_inline bool sbx_task_inside(const struct sbx_who *who, struct task_struct *task)
+{
+	struct cgroup_subsys_state *css;
+	struct cgroup *cg = BPF_CORE_READ(task, cgroups, dfl_cgrp);
+	__u32 i;
+
+	for (i = 0; i < MANUL_SBX_MAX_LEVEL + 1 && cg; i++) {
+		if (BPF_CORE_READ(cg, kn, id) == who->bound_cgroup_id)
+			return true;
+		css = BPF_CORE_READ(cg, self.parent);
+		cg = (struct cgroup *)css;	/* self is a cgroup's first member */
+	}
+	return false;
+}
+
+SEC("lsm/ptrace_access_check")
+int BPF_PROG(manul_sbx_ptrace, struct task_struct *child, unsigned int mode, int ret)
+{
+	struct sbx_who who;
+
+	if (ret)
+		return ret;
+	if (!(mode & PTRACE_MODE_ATTACH))
+		return 0;	/* reading /proc/PID/stat and the like */
+	if (!sbx_bound(&who) || sbx_task_inside(&who, child))
+		return 0;
+	return sbx_confine(&who, MANUL_SBX_OP_PTRACE);
+}
+
+static __always_inline int sbx_confine_op(__u8 op)
+{
+	struct sbx_who who;
+
+	if (!sbx_bound(&who))
+		return 0;
+	return sbx_confine(&who, op);
+}
+
+SEC("lsm/sb_mount")
+int BPF_PROG(manul_sbx_sb_mount, const char *dev_name, const struct path *path,
+	     const char *type, unsigned long flags, void *data, int ret)
+{
+	return ret ? ret : sbx_confine_op(MANUL_SBX_OP_MOUNT);
+}
+
+SEC("lsm/move_mount")
+int BPF_PROG(manul_sbx_move_mount, const struct path *from_path, const struct path *to_path,
+	     int ret)
+{
+	return ret ? ret : sbx_confine_op(MANUL_SBX_OP_MOUNT);
+}
+
+SEC("lsm/sb_pivotroot")
+int BPF_PROG(manul_sbx_sb_pivotroot, const struct path *old_path, const struct path *new_path,
+	     int ret)
+{
+	return ret ? ret : sbx_confine_op(MANUL_SBX_OP_MOUNT);
+}
+
+SEC("lsm/path_chroot")
+int BPF_PROG(manul_sbx_path_chroot, const struct path *path, int ret)
+{
+	return ret ? ret : sbx_confine_op(MANUL_SBX_OP_CHROOT);
+}
+
+SEC("lsm/userns_create")
+int BPF_PROG(manul_sbx_userns_create, const struct cred *cred, int ret)
+{
+	return ret ? ret : sbx_confine_op(MANUL_SBX_OP_USERNS);
+}
+/* ---- the fallback: files and exec reported after the fact ---------------- */
+
+static __always_inline int sbx_tp_file(struct sbx_who *who, struct file *file, __u32 need,
+				       __u8 op)
 {
 	struct sbx_scratch *s = sbx_scratch_get();
 
-	if (!s || !file)
+	if (!file)
 		return 0;
+	if (!s)
+		return sbx_fail(who, sbx_first_slot(need), op, MANUL_SBX_M_TRACEPOINT,
+				MANUL_ERR_NO_SCRATCH, ENOENT);
 	sbx_path_check(who, s, sbx_walk(s, BPF_CORE_READ(file, f_path.mnt),
 					BPF_CORE_READ(file, f_path.dentry)),
-		       need, MANUL_SBX_M_TRACEPOINT, ENOENT);
+		       need, op, MANUL_SBX_M_TRACEPOINT, ENOENT);
 	return 0;
 }
 
@@ -457,7 +1001,7 @@ static __always_inline int sbx_tp_open(long ret)
 		need |= 1U << MANUL_SBX_WRITE;
 	if (!need)
 		return 0;		/* O_PATH and friends: no data access */
-	return sbx_tp_file(&who, file, need);
+	return sbx_tp_file(&who, file, need, MANUL_SBX_OP_OPEN);
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat")
@@ -485,15 +1029,16 @@ int BPF_PROG(manul_sbx_tp_exec, struct task_struct *p, pid_t old_pid, struct lin
 
 	if (!sbx_bound(&who))
 		return 0;
-	return sbx_tp_file(&who, BPF_CORE_READ(bprm, file), 1U << MANUL_SBX_EXEC);
+	return sbx_tp_file(&who, BPF_CORE_READ(bprm, file), 1U << MANUL_SBX_EXEC, MANUL_SBX_OP_EXEC);
 }
 
 /* ---- network ------------------------------------------------------------- */
 
 /* `key` holds family and addr (IPv4-mapped IPv6 already turned into IPv4). */
 static __always_inline int sbx_net_check(const struct sbx_who *who, struct manul_net_key *key,
-					 __u16 port, int protocol, __u8 mechanism)
+					 __u16 port, int protocol, __u8 op, __u8 mechanism)
 {
+	struct sbx_ask a = { .action = MANUL_SBX_CONNECT, .op = op, .mechanism = mechanism };
 	struct manul_sbx_verdict v;
 	__u8 bit = 0;
 
@@ -506,7 +1051,8 @@ static __always_inline int sbx_net_check(const struct sbx_who *who, struct manul
 	v = manul_sbx_connect(key, port, bit);
 	if (v.allow)
 		return 0;
-	sbx_report(who, MANUL_SBX_CONNECT, v, mechanism, 0, NULL, 0, key, port, bit);
+	a.rule_id = v.rule_id;
+	sbx_report(who, &a, NULL, 0, key, port, bit);
 	return (who->flags & MANUL_SBX_F_ENFORCE) ? -ECONNREFUSED : 0;
 }
 
@@ -526,47 +1072,170 @@ static __always_inline void sbx_key_v6(struct manul_net_key *key, const __u32 a[
 	__builtin_memcpy(&key->addr[12], &a[3], 4);
 }
 
+/* Read a user sockaddr the kernel copied in: family, address, port. 1 when
+ * it is an AF_INET/AF_INET6 destination; 0 when it names no peer we decide
+ * (AF_UNSPEC: a disconnect; AF_UNIX ...); -1 when it is too short (the
+ * kernel refuses it with EINVAL). `unspec_is_inet`: udp_sendmsg treats an
+ * AF_UNSPEC address on an AF_INET socket as AF_INET. */
+static __always_inline int sbx_sockaddr(struct sockaddr *address, int addrlen,
+					struct manul_net_key *key, __u16 *port, bool unspec_is_inet)
+{
+	struct sockaddr_in6 sin6;
+	__u16 family;
+
+	if (addrlen < 2)
+		return -1;
+	family = BPF_CORE_READ(address, sa_family);
+	if (family == AF_UNSPEC && unspec_is_inet)
+		family = AF_INET;
+	if (family == AF_INET) {
+		if (addrlen < (int)sizeof(struct sockaddr_in))
+			return -1;
+		/* sockaddr_in fits struct sockaddr: port in sa_data[0..1],
+		 * address in sa_data[2..5] */
+		if (bpf_probe_read_kernel(&sin6, sizeof(struct sockaddr_in), address) < 0)
+			return -1;
+		__builtin_memset(key->addr, 0, sizeof(key->addr));
+		key->family = AF_INET;
+		__builtin_memcpy(&key->addr[0], &((struct sockaddr_in *)&sin6)->sin_addr, 4);
+		*port = bpf_ntohs(((struct sockaddr_in *)&sin6)->sin_port);
+		return 1;
+	}
+	if (family == AF_INET6) {
+		if (addrlen < (int)sizeof(sin6))
+			return -1;
+		if (bpf_probe_read_kernel(&sin6, sizeof(sin6), address) < 0)
+			return -1;
+		sbx_key_v6(key, sin6.sin6_addr.in6_u.u6_addr32);
+		*port = bpf_ntohs(sin6.sin6_port);
+		return 1;
+	}
+	return 0;
+}
+
 SEC("lsm/socket_connect")
 int BPF_PROG(manul_sbx_socket_connect, struct socket *sock, struct sockaddr *address,
 	     int addrlen, int ret)
 {
 	struct manul_net_key key;
 	struct sbx_who who;
-	struct sockaddr_in6 sin6;
-	__u16 family, port;
+	__u16 port = 0;
+	__u16 sfam;
 
 	if (ret)
 		return ret;
 	if (!sbx_bound(&who))
 		return 0;
-	family = address->sa_family;
-	if (family == AF_INET) {
-		if (addrlen < (int)sizeof(struct sockaddr_in))
-			return 0;	/* the kernel refuses it (EINVAL) */
-		/* sockaddr_in fits struct sockaddr: read it in place (port in
-		 * sa_data[0..1], address in sa_data[2..5]), no helper call */
-		__builtin_memset(key.addr, 0, sizeof(key.addr));
-		key.family = AF_INET;
-		key.addr[0] = address->sa_data[2];
-		key.addr[1] = address->sa_data[3];
-		key.addr[2] = address->sa_data[4];
-		key.addr[3] = address->sa_data[5];
-		port = ((__u8)address->sa_data[0] << 8) | (__u8)address->sa_data[1];
-	} else if (family == AF_INET6) {
-		if (addrlen < (int)sizeof(sin6))
-			return 0;
-		if (bpf_probe_read_kernel(&sin6, sizeof(sin6), address) < 0)
-			return 0;
-		sbx_key_v6(&key, sin6.sin6_addr.in6_u.u6_addr32);
-		port = bpf_ntohs(sin6.sin6_port);
-	} else {
-		return 0;		/* AF_UNSPEC (disconnect), AF_UNIX, ...: not network egress */
-	}
-	return sbx_net_check(&who, &key, port, sock->sk->sk_protocol, MANUL_SBX_M_LSM);
+	sfam = sock->sk->__sk_common.skc_family;
+	if (sfam != AF_INET && sfam != AF_INET6)
+		return 0;		/* AF_UNIX, netlink, ...: not network egress */
+	if (sbx_sockaddr(address, addrlen, &key, &port, false) <= 0)
+		return 0;		/* AF_UNSPEC (disconnect), or the kernel refuses it */
+	return sbx_net_check(&who, &key, port, sock->sk->sk_protocol, MANUL_SBX_OP_CONNECT,
+			     MANUL_SBX_M_LSM);
+}
+
+/* sendmsg/sendto with an address, where no cgroup hook decides it: TCP Fast
+ * Open (MSG_FASTOPEN connects; socket_connect is not called on that path)
+ * and datagrams of protocols other than UDP (ICMP echo sockets, ...). UDP
+ * is decided by cgroup/sendmsg4/6, which see the address udp_sendmsg uses. */
+SEC("lsm/socket_sendmsg")
+int BPF_PROG(manul_sbx_socket_sendmsg, struct socket *sock, struct msghdr *msg, int size, int ret)
+{
+	struct manul_net_key key;
+	struct sbx_who who;
+	struct sock *sk;
+	void *name;
+	int namelen, proto, r;
+	__u16 port = 0, sfam;
+
+	if (ret)
+		return ret;
+	name = msg->msg_name;
+	namelen = msg->msg_namelen;
+	if (!name || namelen <= 0)
+		return 0;		/* a connected socket: its peer was decided */
+	sk = sock->sk;
+	sfam = sk->__sk_common.skc_family;
+	if (sfam != AF_INET && sfam != AF_INET6)
+		return 0;
+	proto = sk->sk_protocol;
+	if (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE)
+		return 0;		/* cgroup/sendmsg4/6 */
+	if ((proto == IPPROTO_TCP || proto == IPPROTO_MPTCP) && !(msg->msg_flags & MSG_FASTOPEN))
+		return 0;		/* TCP ignores the address unless it is Fast Open */
+	if (!sbx_bound(&who))
+		return 0;
+	r = sbx_sockaddr(name, namelen, &key, &port, sfam == AF_INET);
+	if (r <= 0)
+		return 0;
+	return sbx_net_check(&who, &key, port, proto, MANUL_SBX_OP_SENDMSG, MANUL_SBX_M_LSM);
+}
+
+/* Raw IP and packet sockets see and forge every peer: openRawSocket. */
+static __always_inline __u32 sbx_raw_kind(int family, int type)
+{
+	if (family == AF_PACKET)
+		return MANUL_SBX_SOCK_PACKET;
+	if ((family == AF_INET || family == AF_INET6) &&
+	    ((type & SOCK_TYPE_MASK) == SOCK_RAW || (type & SOCK_TYPE_MASK) == SOCK_PACKET))
+		return MANUL_SBX_SOCK_RAW;
+	return 0;
+}
+
+static __always_inline int sbx_socket_check(const struct sbx_who *who, int family, int type,
+					    int protocol, __u8 mechanism)
+{
+	struct sbx_ask a = { .action = MANUL_SBX_RAW_SOCKET, .op = MANUL_SBX_OP_SOCKET,
+			     .mechanism = mechanism };
+	struct manul_sbx_verdict v;
+	struct manul_net_key key = {};
+	__u32 kind = sbx_raw_kind(family, type);
+
+	if (!kind)
+		return 0;
+	v = manul_sbx_socket(who->sandbox_id, kind);
+	if (v.allow)
+		return 0;
+	a.rule_id = v.rule_id;
+	key.family = family;
+	key.addr[0] = kind;
+	key.addr[1] = type & SOCK_TYPE_MASK;
+	sbx_report(who, &a, NULL, 0, &key, (__u16)protocol, 0);
+	return sbx_answer(who, mechanism, EPERM);
+}
+
+SEC("lsm/socket_create")
+int BPF_PROG(manul_sbx_socket_create, int family, int type, int protocol, int kern, int ret)
+{
+	struct sbx_who who;
+
+	if (ret)
+		return ret;
+	if (kern || !sbx_raw_kind(family, type))
+		return 0;
+	if (!sbx_bound(&who))
+		return 0;
+	return sbx_socket_check(&who, family, type, protocol, MANUL_SBX_M_LSM);
+}
+
+/* The fallback's socket(): AF_INET/AF_INET6 only (packet sockets never
+ * reach cgroup/sock_create). 1 = go on, 0 = EPERM. */
+SEC("cgroup/sock_create")
+int manul_sbx_sock_create(struct bpf_sock *ctx)
+{
+	struct sbx_who who;
+
+	if (!sbx_raw_kind(ctx->family, ctx->type))
+		return 1;
+	if (!sbx_bound(&who))
+		return 1;
+	return sbx_socket_check(&who, ctx->family, ctx->type, ctx->protocol,
+				MANUL_SBX_M_CGROUP) ? 0 : 1;
 }
 
 /* cgroup/connect* and sendmsg*: 1 = go on; 0 with a retval = refuse. */
-static __always_inline int sbx_sock_addr(struct bpf_sock_addr *ctx, bool v6)
+static __always_inline int sbx_sock_addr(struct bpf_sock_addr *ctx, bool v6, __u8 op)
 {
 	struct manul_net_key key;
 	struct sbx_who who;
@@ -587,7 +1256,7 @@ static __always_inline int sbx_sock_addr(struct bpf_sock_addr *ctx, bool v6)
 		a[0] = ctx->user_ip4;
 		__builtin_memcpy(&key.addr[0], &a[0], 4);
 	}
-	err = sbx_net_check(&who, &key, bpf_ntohs(ctx->user_port), ctx->protocol,
+	err = sbx_net_check(&who, &key, bpf_ntohs(ctx->user_port), ctx->protocol, op,
 			    MANUL_SBX_M_CGROUP);
 	if (!err)
 		return 1;
@@ -597,13 +1266,13 @@ static __always_inline int sbx_sock_addr(struct bpf_sock_addr *ctx, bool v6)
 }
 
 SEC("cgroup/connect4")
-int manul_sbx_connect4(struct bpf_sock_addr *ctx) { return sbx_sock_addr(ctx, false); }
+int manul_sbx_connect4(struct bpf_sock_addr *ctx) { return sbx_sock_addr(ctx, false, MANUL_SBX_OP_CONNECT); }
 
 SEC("cgroup/connect6")
-int manul_sbx_connect6(struct bpf_sock_addr *ctx) { return sbx_sock_addr(ctx, true); }
+int manul_sbx_connect6(struct bpf_sock_addr *ctx) { return sbx_sock_addr(ctx, true, MANUL_SBX_OP_CONNECT); }
 
 SEC("cgroup/sendmsg4")
-int manul_sbx_sendmsg4(struct bpf_sock_addr *ctx) { return sbx_sock_addr(ctx, false); }
+int manul_sbx_sendmsg4(struct bpf_sock_addr *ctx) { return sbx_sock_addr(ctx, false, MANUL_SBX_OP_SENDMSG); }
 
 SEC("cgroup/sendmsg6")
-int manul_sbx_sendmsg6(struct bpf_sock_addr *ctx) { return sbx_sock_addr(ctx, true); }
+int manul_sbx_sendmsg6(struct bpf_sock_addr *ctx) { return sbx_sock_addr(ctx, true, MANUL_SBX_OP_SENDMSG); }

@@ -18,6 +18,8 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 MANUL_BTF_EXPORT(manul_net_range);
+MANUL_BTF_EXPORT(manul_sbx_sock_key);
+MANUL_BTF_EXPORT(manul_sbx_sock_val);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -42,6 +44,13 @@ struct {
 	__type(value, struct manul_net_val);
 } sandbox_net SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct manul_sbx_sock_key);
+	__type(value, struct manul_sbx_sock_val);
+} sandbox_sockets SEC(".maps");
+
 /* One decision: allow and the deciding rule id. */
 struct manul_sbx_verdict {
 	__u32 allow;
@@ -63,6 +72,22 @@ manul_sbx_path(const struct manul_path_key *key, __u32 slot)
 		return v;		/* no entry at all: fail closed */
 	v.allow = (val->allow >> slot) & 1;
 	v.rule_id = val->rule_id[slot];
+	return v;
+}
+
+/* Decide openRawSocket for one socket kind (enum manul_sbx_sock_kind). */
+static __always_inline struct manul_sbx_verdict
+manul_sbx_socket(__u32 sandbox_id, __u32 kind)
+{
+	struct manul_sbx_verdict v = { 0, 0 };
+	struct manul_sbx_sock_key key = { .sandbox_id = sandbox_id, .kind = kind };
+	struct manul_sbx_sock_val *val;
+
+	val = bpf_map_lookup_elem(&sandbox_sockets, &key);
+	if (!val)
+		return v;		/* nothing permits it: default deny */
+	v.allow = val->allow;
+	v.rule_id = val->rule_id;
 	return v;
 }
 
@@ -93,7 +118,7 @@ manul_sbx_connect(const struct manul_net_key *key, __u16 port, __u8 proto_bit)
 
 /* The test-run interface: which lookup, its key, and the answer. */
 struct manul_sbx_query {
-	__u32 kind;			/* 0 = path, 1 = connect */
+	__u32 kind;			/* 0 = path, 1 = connect, 2 = socket (slot: its kind) */
 	__u32 slot;			/* path: enum manul_sbx_path_action */
 	__u16 port;			/* connect */
 	__u8 proto_bit;			/* connect */
@@ -110,7 +135,9 @@ int sandbox_decide(void *ctx)
 {
 	if (query.kind == 0)
 		query.out = manul_sbx_path(&query.path, query.slot);
-	else
+	else if (query.kind == 1)
 		query.out = manul_sbx_connect(&query.net, query.port, query.proto_bit);
+	else
+		query.out = manul_sbx_socket(query.path.sandbox_id, query.slot);
 	return 0;
 }

@@ -59,6 +59,44 @@ class SandboxEvaluator:
         self.sandbox = sandbox
         self.paths = LpmTrie(sandbox.maps.get("sandbox_paths", ()), 4 + layout.PATH_BYTES)
         self.net = LpmTrie(sandbox.maps.get("sandbox_net", ()), 24)
+        self.sockets = {e.key: e.value for e in sandbox.maps.get("sandbox_sockets", ())}
+
+    def _path_val(self, path: str) -> tuple[int, tuple[int, ...], int, int] | None:
+        raw = path.encode("utf-8", "surrogatepass")
+        hit = self.paths.lookup(layout.path_lookup_key(self.sandbox.sandbox_id, raw))
+        if hit is None:
+            return None
+        v = layout.manul_path_val.from_buffer_copy(hit)
+        return v.allow, tuple(v.rule_id), v.sub_or, v.sub_and
+
+    def rights(self, path: str) -> int:
+        """The mask of path slots allowed on `path` (bit = PATH_ACTIONS index)."""
+        hit = self._path_val(path)
+        return 0 if hit is None else hit[0]
+
+    def refer(self, old: str, new: str, *, exchange: bool = False) -> bool:
+        """link(old, new) / rename(old, new) of a file, as the kernel decides
+        it: writeFile on the new name (and on the old one for a rename, which
+        `path()` answers), and the new name grants nothing the old one does
+        not (both ways for RENAME_EXCHANGE)."""
+        write = 1 << PATH_ACTIONS.index("writeFile")
+        a, b = self.rights(old), self.rights(new)
+        if not b & write:
+            return False
+        if b & ~a:
+            return False
+        return not (exchange and a & ~b)
+
+    def socket(self, kind: str) -> Verdict:
+        """openRawSocket on SocketKind::`kind` ("raw" or "packet")."""
+        code = layout.SOCK_KINDS.get(kind)
+        if code is None:
+            return Verdict(False, 0)
+        hit = self.sockets.get(layout.sock_key(self.sandbox.sandbox_id, code))
+        if hit is None:
+            return Verdict(False, 0)
+        allow, rule = layout.decode_sock_val(hit)
+        return Verdict(bool(allow), rule)
 
     def path(self, action: str, path: str) -> Verdict:
         """readFile / writeFile / exec / loadLibrary on a resolved path."""
@@ -84,7 +122,13 @@ class SandboxEvaluator:
 
     def decide(self, action: str, attrs: dict[str, object]) -> Verdict:
         """A kernel action with the resource's attributes (`path`, or
-        `ip`/`port`/`protocol`; `host` is not something the kernel sees)."""
+        `ip`/`port`/`protocol`; `host` is not something the kernel sees;
+        `kind` for openRawSocket: the SocketKind id)."""
+        if action == "openRawSocket":
+            kind = attrs.get("kind")
+            if not isinstance(kind, str):
+                raise ValueError('openRawSocket needs `kind` ("raw" or "packet")')
+            return self.socket(kind)
         if action == "connectNetwork":
             ip, port, proto = attrs.get("ip"), attrs.get("port"), attrs.get("protocol")
             if not isinstance(ip, str) or not isinstance(port, int) or not isinstance(proto, str):

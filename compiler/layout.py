@@ -12,12 +12,15 @@ that loads the maps); addresses are in network order, as in a sockaddr.
         exact path  P: data = sandbox_id, P, NUL   prefixlen = 32 + 8*(len(P)+1)
         prefix     P*: data = sandbox_id, P        prefixlen = 32 + 8*len(P)
         root          : data = sandbox_id          prefixlen = 32
-      val: rule_id[4]:u32 (read, write, exec, loadLibrary) | allow:u8 | pad[3]
+      val: rule_id[4]:u32 (read, write, exec, loadLibrary) | allow:u8 | sub_or:u8 |
+           sub_and:u8 | pad:u8  (sub_*: OR / AND of allow over the entry and all below)
     sandbox_net    LPM_TRIE  manul_net_key -> manul_net_val
       key: prefixlen:u32 | sandbox_id:u32 | family:u32 | addr[16]
         prefixlen = 64 + CIDR bits; IPv4 in addr[0..3], rest zero
       val: nranges:u32 | range[16] of
            (port_lo:u16 | port_hi:u16 | protos:u8 | allow:u8 | pad:u16 | rule_id:u32)
+    sandbox_sockets HASH     manul_sbx_sock_key -> manul_sbx_sock_val
+      key: kind:u32 (1 raw IP, 2 packet) | sandbox_id:u32   val: allow:u32 | rule_id:u32
     sandbox_cgroups HASH     cgroup id:u64 -> manul_sandbox_binding
       val: sandbox_id:u32 | flags:u32            (written by agent/sandbox)
 
@@ -58,7 +61,9 @@ class manul_path_val(ctypes.Structure):
     _fields_ = (
         ("rule_id", ctypes.c_uint32 * PATH_ACTIONS),
         ("allow", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 3),
+        ("sub_or", ctypes.c_uint8),
+        ("sub_and", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
     )
 
 
@@ -89,6 +94,20 @@ class manul_net_val(ctypes.Structure):
     )
 
 
+class manul_sbx_sock_key(ctypes.Structure):
+    _fields_ = (
+        ("kind", ctypes.c_uint32),
+        ("sandbox_id", ctypes.c_uint32),
+    )
+
+
+class manul_sbx_sock_val(ctypes.Structure):
+    _fields_ = (
+        ("allow", ctypes.c_uint32),
+        ("rule_id", ctypes.c_uint32),
+    )
+
+
 class manul_sandbox_binding(ctypes.Structure):
     _fields_ = (
         ("sandbox_id", ctypes.c_uint32),
@@ -103,12 +122,15 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "manul_net_range": manul_net_range,
     "manul_net_val": manul_net_val,
     "manul_sandbox_binding": manul_sandbox_binding,
+    "manul_sbx_sock_key": manul_sbx_sock_key,
+    "manul_sbx_sock_val": manul_sbx_sock_val,
 }
 
 # Map name -> (key struct, value struct). Sizes follow from the structs.
 MAPS: dict[str, tuple[type[ctypes.Structure], type[ctypes.Structure]]] = {
     "sandbox_paths": (manul_path_key, manul_path_val),
     "sandbox_net": (manul_net_key, manul_net_val),
+    "sandbox_sockets": (manul_sbx_sock_key, manul_sbx_sock_val),
 }
 
 
@@ -134,9 +156,14 @@ def path_lookup_key(sandbox_id: int, path: bytes) -> bytes:
     return bytes(k)
 
 
-def path_val(allow_mask: int, rule_ids: tuple[int, ...]) -> bytes:
+def path_val(allow_mask: int, rule_ids: tuple[int, ...], sub_or: int | None = None,
+             sub_and: int | None = None) -> bytes:
+    """A path entry: its own verdicts, and the OR / AND of `allow` over it and
+    every entry below it (default: its own, as for a leaf)."""
     v = manul_path_val()
     v.allow = allow_mask
+    v.sub_or = allow_mask if sub_or is None else sub_or
+    v.sub_and = allow_mask if sub_and is None else sub_and
     for i, r in enumerate(rule_ids):
         v.rule_id[i] = r
     return bytes(v)
@@ -168,6 +195,26 @@ def net_val(ranges: list[tuple[int, int, int, int, int]]) -> bytes:
         r = v.range[i]
         r.port_lo, r.port_hi, r.protos, r.allow, r.rule_id = lo, hi, protos, allow, rule
     return bytes(v)
+
+
+SOCK_KINDS = {"raw": 1, "packet": 2}  # enum manul_sbx_sock_kind
+
+
+def sock_key(sandbox_id: int, kind: int) -> bytes:
+    k = manul_sbx_sock_key()
+    k.sandbox_id, k.kind = sandbox_id, kind
+    return bytes(k)
+
+
+def sock_val(allow: int, rule_id: int) -> bytes:
+    v = manul_sbx_sock_val()
+    v.allow, v.rule_id = allow, rule_id
+    return bytes(v)
+
+
+def decode_sock_val(data: bytes) -> tuple[int, int]:
+    v = manul_sbx_sock_val.from_buffer_copy(data)
+    return v.allow, v.rule_id
 
 
 def decode_path_val(data: bytes) -> tuple[int, tuple[int, ...]]:

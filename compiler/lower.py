@@ -28,7 +28,7 @@ from compiler.expr import render_pattern
 from compiler.ir import PROTOCOLS, HostLike, IpNetwork, Rule, SandboxIR, Unknown, atoms
 from compiler.regions import Bounds, NetUniverse, PathUniverse, bits_of, evaluate, path_atoms
 from compiler.result import Approximation, MapEntry, Provenance
-from compiler.schema import PATH_ACTIONS
+from compiler.schema import PATH_ACTIONS, SOCKET_KINDS
 from compiler.values import pattern_regex
 
 PROTO_BITS = (layout.PROTO_TCP, layout.PROTO_UDP)  # same order as ir.PROTOCOLS
@@ -75,7 +75,33 @@ def lower_sandbox(
     out.maps["sandbox_net"] = _lower_net(
         sir, sir.rules.get("connectNetwork", ()), rules, resolved, out
     )
+    out.maps["sandbox_sockets"] = _lower_sockets(
+        sir, sir.rules.get("openRawSocket", ()), rules, out
+    )
     return out
+
+
+def _lower_sockets(
+    sir: SandboxIR, rs: tuple[Rule, ...], rules: RuleTable, out: Lowered
+) -> tuple[MapEntry, ...]:
+    """openRawSocket: one entry per socket kind something permits or forbids.
+
+    A kind is decided like an exact path named by its SocketKind id (the
+    formulas are `PathEq` atoms), over a universe of the kernel's kinds and
+    any other ids the policies name. A kind with no entry is denied, rule 0.
+    """
+    exact, prefixes = path_atoms(r.formula for r in rs)
+    u = PathUniverse(set(exact) | set(SOCKET_KINDS), prefixes)
+    v = _verdicts(rs, u, rules, out)
+    entries = []
+    for kind in SOCKET_KINDS:
+        i = u.index[(kind.encode(), 1)]
+        allow, rid = (v.allowed >> i) & 1, v.rule.get(i, 0)
+        if allow or rid:
+            entries.append(MapEntry(layout.sock_key(sir.sandbox_id, layout.SOCK_KINDS[kind]),
+                                    layout.sock_val(allow, rid), "socket",
+                                    f'SocketKind::"{kind}"'))
+    return tuple(entries)
 
 
 def _verdicts(
@@ -122,28 +148,45 @@ def _lower_paths(
     _check_lengths(sir, exact, prefixes)
     u = PathUniverse(exact, prefixes)
     verdicts = [_verdicts(per_action[a], u, rules, out) for a in PATH_ACTIONS]
-    values: list[bytes] = []
+    masks = []
     for i in range(len(u)):
         mask = 0
         for k, v in enumerate(verdicts):
             if (v.allowed >> i) & 1:
                 mask |= 1 << k
-        values.append(layout.path_val(mask, tuple(v.rule.get(i, 0) for v in verdicts)))
+        masks.append(mask)
+    sub_or, sub_and = _subtree_masks(u, masks)
+    own = [(masks[i], tuple(v.rule.get(i, 0) for v in verdicts)) for i in range(len(u))]
     entries: list[MapEntry] = []
     for i, (key, kind) in enumerate(u.keys):
         parent = u.parent(i)
-        if parent is not None and values[parent] == values[i]:
-            continue  # a lookup falls back to an entry that says the same
+        if parent is not None and own[parent] == own[i]:
+            continue  # a lookup falls back to an entry that says the same (and whose
+            # subtree summary covers this one's)
         text = key.decode("utf-8", "backslashreplace")
         entries.append(
             MapEntry(
                 layout.path_key(sir.sandbox_id, key, exact=kind == 1),
-                values[i],
+                layout.path_val(own[i][0], own[i][1], sub_or[i], sub_and[i]),
                 "exact" if kind == 1 else ("root" if not key else "prefix"),
                 text if kind == 1 else text + "*",
             )
         )
     return tuple(entries)
+
+
+def _subtree_masks(u: PathUniverse, masks: list[int]) -> tuple[list[int], list[int]]:
+    """Per region: OR and AND of the allow masks of it and every region below it
+    (every key that extends its key), for the kernel's directory-rename check.
+    The prefix relation is a tree (`u.parent`); children are folded into their
+    parents, longest keys first."""
+    sub_or, sub_and = list(masks), list(masks)
+    for i in sorted(range(len(u)), key=lambda j: (-len(u.keys[j][0]), -u.keys[j][1])):
+        p = u.parent(i)
+        if p is not None and p != i:
+            sub_or[p] |= sub_or[i]
+            sub_and[p] &= sub_and[i]
+    return sub_or, sub_and
 
 
 def _check_lengths(sir: SandboxIR, exact: set[str], prefixes: set[str]) -> None:

@@ -77,6 +77,8 @@ class Querier:
         if not isinstance(attrs, dict):
             raise QueryError(Diagnostic("`resource_attrs` must be an object"))
         if action.type == "Action" and action.id in KERNEL_ACTIONS:
+            if action.id == "openRawSocket":
+                attrs = {"kind": parse_uid(request.get("resource"), "resource").id}
             sandbox = self.sandbox_for(principal)
             ev = self._evaluators.get(sandbox.name)
             if ev is None:

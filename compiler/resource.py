@@ -69,8 +69,8 @@ def attr_equals(name: str, v: V.Value) -> Formula:
 
 def res_is(uid: EntityUid, ctx: Context) -> Formula:
     """`resource == uid` for a uid of the resource's own type."""
-    if ctx.resource_type in ("FilePath", "Executable"):
-        return PathEq(uid.id)
+    if ctx.resource_type in ("FilePath", "Executable", "SocketKind"):
+        return PathEq(uid.id)  # a socket kind is decided like an exact path: by its name
     member = parse_member(uid)
     if member is None or member.address is None or member.canonical != uid.id:
         return Const(False)  # a connection is named by its address, in canonical form

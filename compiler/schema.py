@@ -23,7 +23,7 @@ import cedarpy
 
 from compiler.errors import Diagnostic, SchemaError
 
-Family = Literal["path", "net"]
+Family = Literal["path", "net", "socket"]
 
 # Kernel action -> (map family, human description). The path slot index of
 # each file-family action is its position in PATH_ACTIONS.
@@ -33,7 +33,9 @@ KERNEL_ACTIONS: dict[str, Family] = {
     "exec": "path",
     "loadLibrary": "path",
     "connectNetwork": "net",
+    "openRawSocket": "socket",
 }
+SOCKET_KINDS: tuple[str, ...] = ("raw", "packet")  # the SocketKind ids the kernel tells apart
 PATH_ACTIONS: tuple[str, ...] = ("readFile", "writeFile", "exec", "loadLibrary")
 
 # Why the kernel cannot enforce a gateway action.

@@ -76,8 +76,22 @@ def cgroup2_root() -> Path:
 # it is sandboxed; after that it only makes the syscalls it is asked for.
 
 WORKER = r'''
-import ctypes, errno, json, os, socket, subprocess, sys, time
+import ctypes, errno, json, mmap, os, socket, subprocess, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long)
+libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
+libc.ptrace.restype = ctypes.c_long
+libc.process_vm_readv.restype = ctypes.c_ssize_t
+BUF = ctypes.create_string_buffer(b"manul", 64)
+MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class IOVec(ctypes.Structure):
+    _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
 CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 MODES = {"r": os.O_RDONLY, "w": os.O_WRONLY, "rw": os.O_RDWR}
@@ -126,6 +140,131 @@ def do_sendto(family, addr, port):
             return 0
         except OSError as e:
             return err(e)
+
+
+def guard(fn, *args):
+    """0, or the errno an OSError carried."""
+    try:
+        fn(*args)
+        return 0
+    except OSError as e:
+        return err(e)
+
+
+def path_op(c):
+    """One operation that reaches a path (the escape suite's probes)."""
+    op, p = c["op"], c.get("path")
+    if op == "link":
+        return guard(os.link, c["src"], c["dst"])
+    if op == "rename":
+        if c.get("exchange"):
+            r = libc.renameat2(-100, c["src"].encode(), -100, c["dst"].encode(), 2)
+            return 0 if r == 0 else ctypes.get_errno()
+        return guard(os.rename, c["src"], c["dst"])
+    if op == "unlink":
+        return guard(os.unlink, p)
+    if op == "rmdir":
+        return guard(os.rmdir, p)
+    if op == "mkdir":
+        return guard(os.mkdir, p)
+    if op == "mkfifo":
+        return guard(os.mkfifo, p)
+    if op == "symlink":
+        return guard(os.symlink, c["target"], p)
+    if op == "create":
+        return guard(lambda: os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)))
+    if op == "truncate":
+        return guard(os.truncate, p, 0)
+    if op == "chmod":
+        return guard(os.chmod, p, 0o777)
+    if op == "chown":
+        return guard(os.chown, p, 1, 1)
+    raise ValueError(op)
+
+
+def map_exec(path, how):
+    """mmap a file PROT_EXEC ("mmap"), or PROT_READ then mprotect PROT_EXEC."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        return err(e)
+    try:
+        prot = mmap.PROT_READ | (mmap.PROT_EXEC if how == "mmap" else 0)
+        addr = libc.mmap(None, 4096, prot, mmap.MAP_PRIVATE, fd, 0)
+        if addr in (None, MAP_FAILED):
+            return ctypes.get_errno()
+        try:
+            if how == "mprotect" and libc.mprotect(addr, 4096, mmap.PROT_READ | mmap.PROT_EXEC):
+                return ctypes.get_errno()
+            return 0
+        finally:
+            libc.munmap(addr, 4096)
+    finally:
+        os.close(fd)
+
+
+def fastopen(family, addr, port):
+    """sendto(MSG_FASTOPEN) on a fresh TCP socket: connects without connect()."""
+    fam = socket.AF_INET6 if family == 6 else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:  # blocking: the connect completes
+        try:
+            s.sendto(b"x", socket.MSG_FASTOPEN, (addr, port))
+            return 0
+        except OSError as e:
+            return err(e)
+
+
+def raw_socket(kind):
+    try:
+        if kind == "packet":
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+        s.close()
+        return 0
+    except OSError as e:
+        return err(e)
+
+
+def vm_read(pid, addr):
+    """process_vm_readv of 5 bytes at `addr` in `pid` (PTRACE_MODE_ATTACH)."""
+    buf = ctypes.create_string_buffer(8)
+    local, remote = IOVec(ctypes.addressof(buf), 5), IOVec(addr, 5)
+    n = libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    return ctypes.get_errno() if n < 0 else 0
+
+
+def ptrace_attach(pid):
+    if libc.ptrace(16, pid, None, None) != 0:  # PTRACE_ATTACH
+        return ctypes.get_errno()
+    os.waitpid(pid, 0)
+    libc.ptrace(17, pid, None, None)  # PTRACE_DETACH
+    return 0
+
+
+def in_child(what):
+    """Fork; the child tries `what` in namespaces of its own and exits with the errno."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            if what == "userns":
+                if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+                    code = ctypes.get_errno()
+            elif what == "mount":
+                if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
+                    code = 100 + ctypes.get_errno()
+                elif libc.mount(b"none", b"/", None, 0x40000 | 0x4000, None) != 0:
+                    code = ctypes.get_errno()  # MS_REC | MS_PRIVATE
+                elif libc.mount(b"tmpfs", b"/tmp", b"tmpfs", 0, None) != 0:
+                    code = ctypes.get_errno()
+            elif what == "chroot":
+                os.chroot("/tmp")
+        except OSError as e:
+            code = err(e)
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
 
 
 def netns(anyip):
@@ -195,6 +334,23 @@ def run(c):
     if op == "open_loop":
         n, ok = open_loop(c["path"], c["seconds"])
         return {"n": n, "ok": ok}
+    if op in ("link", "rename", "unlink", "rmdir", "mkdir", "mkfifo", "symlink", "create",
+              "truncate", "chmod", "chown"):
+        return {"errno": path_op(c)}
+    if op in ("mmap", "mprotect"):
+        return {"errno": map_exec(c["path"], op)}
+    if op == "fastopen":
+        return {"errno": fastopen(c["family"], c["addr"], c["port"])}
+    if op == "raw_socket":
+        return {"errno": raw_socket(c["kind"])}
+    if op == "buf":
+        return {"addr": ctypes.addressof(BUF)}
+    if op == "vm_read":
+        return {"errno": vm_read(c["pid"], c["addr"])}
+    if op == "ptrace":
+        return {"errno": ptrace_attach(c["pid"])}
+    if op == "in_child":
+        return {"errno": in_child(c["what"])}
     if op == "batch":
         return {"results": [run(x) for x in c["cmds"]]}
     raise ValueError(op)

@@ -87,9 +87,17 @@ SBX_NAME_LEN = 128
 SBX_POLICIES_LEN = 240
 SBX_MAX_LEVEL = 63
 SBX_CONNECT = 4  # manul_sandbox_event.action after the path slots 0..3
+SBX_RAW_SOCKET = 5  # openRawSocket
+SBX_CONFINE = 6  # Manul's built-in confinement (ptrace, mount, chroot, user namespaces)
+# enum manul_sbx_op, by value: the operation that asked
+SBX_OPS = ("open", "exec", "mmap", "mprotect", "create", "mkdir", "unlink", "rmdir",
+           "symlink", "link", "rename", "truncate", "chmod", "chown", "connect", "sendmsg",
+           "socket", "ptrace", "mount", "chroot", "userns", "setxattr", "utimes")
+SBX_SOCK_RAW, SBX_SOCK_PACKET = 1, 2  # enum manul_sbx_sock_kind
 SBX_DENIED, SBX_WOULD_DENY = 1, 2  # enum manul_sbx_verdict_kind
 SBX_M_LSM, SBX_M_CGROUP, SBX_M_TRACEPOINT = 1, 2, 3  # enum manul_sbx_mechanism
 SBX_EV_TRUNCATED, SBX_EV_NO_PATH, SBX_EV_DEGRADED = 1, 2, 4  # enum manul_sbx_event_flags
+SBX_EV_REFER, SBX_EV_SUBTREE = 8, 16
 
 
 class manul_sandbox_event(ctypes.Structure):
@@ -99,7 +107,8 @@ class manul_sandbox_event(ctypes.Structure):
                 ("rule_id", c_uint32), ("action", c_uint8), ("verdict", c_uint8),
                 ("enforce", c_uint8), ("mechanism", c_uint8), ("proto", c_uint8),
                 ("flags", c_uint8), ("family", c_uint16), ("port", c_uint16),
-                ("path_len", c_uint16), ("_pad", c_uint32), ("addr", c_uint8 * 16),
+                ("path_len", c_uint16), ("op", c_uint8), ("_pad", c_uint8 * 3),
+                ("addr", c_uint8 * 16),
                 ("comm", c_char * COMM_LEN), ("path", c_char * PATH_MAX))
 
 

@@ -30,7 +30,10 @@ from agent.workloads import WorkloadResolver
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("readFile", "writeFile", "exec", "loadLibrary", "connectNetwork")
+ACTIONS = ("readFile", "writeFile", "exec", "loadLibrary", "connectNetwork", "openRawSocket",
+           "confinement")
+CONFINEMENT = ("a sandboxed process may not ptrace an outsider, mount, chroot or create "
+               "a user namespace (Manul's built-in confinement)")
 MECHANISMS = {abi.SBX_M_LSM: "lsm", abi.SBX_M_CGROUP: "cgroup",
               abi.SBX_M_TRACEPOINT: "tracepoint"}
 PROTOCOLS = {1: "tcp", 2: "udp"}
@@ -48,8 +51,8 @@ class Decision:
     ppid: int
     uid: int
     comm: str
-    action: str  # a Cedar action: readFile, writeFile, exec, loadLibrary, connectNetwork
-    resource: str  # `/resolved/path` or `addr:port/proto` (IPv6 as [addr])
+    action: str  # a Cedar action (readFile ... openRawSocket), or `confinement` (built in)
+    resource: str  # `/resolved/path`, `addr:port/proto` (IPv6 as [addr]), `SocketKind::"raw"`
     verdict: str  # deny | would-deny
     mode: str  # enforce | audit (the binding's)
     mechanism: str  # lsm | cgroup | tracepoint
@@ -63,6 +66,9 @@ class Decision:
     target: str  # what the sandbox was applied to
     truncated: bool = False  # the path was longer than the event's buffer
     unresolved: bool = False  # the path could not be resolved (denied)
+    operation: str = ""  # the syscall class that asked: open, rename, mmap, connect, ...
+    refer: bool = False  # link/rename refused: the new name would grant `action` on this path
+    subtree: bool = False  # a directory rename refused (EXDEV): rights below it differ
 
     @property
     def kind(self) -> str:
@@ -70,6 +76,10 @@ class Decision:
 
 
 def _resource(ev: abi.manul_sandbox_event) -> str:
+    if ev.action == abi.SBX_RAW_SOCKET:
+        return 'SocketKind::"packet"' if ev.addr[0] == abi.SBX_SOCK_PACKET else 'SocketKind::"raw"'
+    if ev.action == abi.SBX_CONFINE:
+        return abi.SBX_OPS[ev.op] if ev.op < len(abi.SBX_OPS) else f"op-{ev.op}"
     if ev.action != abi.SBX_CONNECT:
         if ev.flags & abi.SBX_EV_NO_PATH:
             return "?"
@@ -139,6 +149,8 @@ class AuditTrail:
             self.refresh()
             self._refreshed = True
         effect, policies = self._rules.get(key, ("", ())) if ev.rule_id else ("", ())
+        if ev.action == abi.SBX_CONFINE:
+            effect, policies = "forbid", ("manul:confinement",)
         if ev.rule_id and key not in self._rules:
             policies = (f"rule {ev.rule_id} of generation {ev.generation} (retired)",)
         sandbox, target = self._names.get(ev.generation, ("?", "?"))
@@ -154,7 +166,9 @@ class AuditTrail:
             degraded=bool(ev.flags & abi.SBX_EV_DEGRADED), sandbox_id=ev.sandbox_id,
             generation=ev.generation, rule_id=ev.rule_id, effect=effect, policies=policies,
             sandbox=sandbox, target=target, truncated=bool(ev.flags & abi.SBX_EV_TRUNCATED),
-            unresolved=bool(ev.flags & abi.SBX_EV_NO_PATH))
+            unresolved=bool(ev.flags & abi.SBX_EV_NO_PATH),
+            operation=abi.SBX_OPS[ev.op] if ev.op < len(abi.SBX_OPS) else f"op-{ev.op}",
+            refer=bool(ev.flags & abi.SBX_EV_REFER), subtree=bool(ev.flags & abi.SBX_EV_SUBTREE))
 
     def record(self, d: Decision) -> dict[str, Any]:
         """The audit record's fields (docs/metrics.md, `sandbox-deny`)."""

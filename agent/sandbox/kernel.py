@@ -1,12 +1,14 @@
 """Load (or adopt) bpf/sandbox.bpf.c pinned, and open its pinned maps.
 
-One object, two program sets, chosen by what the kernel can load:
+One object, two program sets, chosen by what the kernel can load
+(`LSM_PROGRAMS`, `FALLBACK_PROGRAMS`; `mechanisms()` says what each set
+decides, and bpf/sandbox.bpf.c's header comment how):
 
-    lsm       lsm/file_open, lsm/bprm_check_security, lsm/socket_connect,
-              and cgroup/sendmsg4/6 for unconnected UDP
-    fallback  cgroup/connect4/6 + sendmsg4/6 (network, enforced) and the
-              sys_exit_open* / sched_process_exec tracepoints (files and
-              exec, reported only)
+    lsm       BPF LSM hooks for every file, exec, mapping, network, raw-socket
+              and confinement operation, and cgroup/sendmsg4/6 for UDP
+    fallback  cgroup/connect4/6 + sendmsg4/6 + sock_create (network and raw
+              IP sockets, enforced) and the sys_exit_open* /
+              sched_process_exec tracepoints (files and exec, reported only)
 
 Everything is pinned under `/sys/fs/bpf/manul/sandbox/` (`maps/<map>`,
 `links/<program>@<fingerprint>`, see `agent.kernel.pins`), so killing the
@@ -35,16 +37,30 @@ PIN_NAME = "sandbox"
 OBJECT = "sandbox"
 
 LSM_PROGRAMS = (
-    "manul_sbx_file_open", "manul_sbx_bprm_check", "manul_sbx_socket_connect",
+    # files: opens, and every operation that changes what a path names
+    "manul_sbx_file_open", "manul_sbx_path_mknod", "manul_sbx_path_mkdir",
+    "manul_sbx_path_unlink", "manul_sbx_path_rmdir", "manul_sbx_path_symlink",
+    "manul_sbx_path_truncate", "manul_sbx_path_chmod", "manul_sbx_path_chown",
+    "manul_sbx_path_link", "manul_sbx_path_rename",
+    # exec and executable mappings
+    "manul_sbx_bprm_check", "manul_sbx_exec_done", "manul_sbx_mmap_file",
+    "manul_sbx_file_mprotect",
+    # network
+    "manul_sbx_socket_connect", "manul_sbx_socket_sendmsg", "manul_sbx_socket_create",
     "manul_sbx_sendmsg4", "manul_sbx_sendmsg6",
+    # confinement
+    "manul_sbx_ptrace", "manul_sbx_sb_mount", "manul_sbx_move_mount", "manul_sbx_sb_pivotroot",
+    "manul_sbx_path_chroot", "manul_sbx_userns_create",
 )
 FALLBACK_PROGRAMS = (
     "manul_sbx_connect4", "manul_sbx_connect6", "manul_sbx_sendmsg4", "manul_sbx_sendmsg6",
+    "manul_sbx_sock_create",
     "manul_sbx_tp_openat", "manul_sbx_tp_open", "manul_sbx_tp_openat2", "manul_sbx_tp_creat",
     "manul_sbx_tp_open_by_handle", "manul_sbx_tp_exec",
 )
 MAPS = (
-    "sandbox_cgroups", "sandbox_paths", "sandbox_net", "sandbox_config", "sandbox_meta",
+    "sandbox_cgroups", "sandbox_paths", "sandbox_net", "sandbox_sockets", "sandbox_config",
+    "sandbox_meta",
     "sandbox_rules", "sandbox_bound", "sandbox_events", "manul_errors",
 )
 
@@ -53,24 +69,38 @@ MAPS = (
 class Mechanism:
     """How one sandbox action is decided on this node."""
 
-    action: str  # readFile | writeFile | exec | connectNetwork
+    action: str  # a Cedar kernel action, or "confinement" (Manul's built-in rules)
     mechanism: str
     enforced: bool  # False: reported only (degraded)
 
 
 def mechanisms(lsm: bool) -> tuple[Mechanism, ...]:
+    """What decides each action (and Manul's built-in confinement) with this set."""
     if lsm:
         return (
             Mechanism("readFile", "lsm:file_open", True),
-            Mechanism("writeFile", "lsm:file_open", True),
-            Mechanism("exec", "lsm:bprm_check_security", True),
-            Mechanism("connectNetwork", "lsm:socket_connect+cgroup:sendmsg4/6", True),
+            Mechanism("writeFile", "lsm:file_open+path_mknod/mkdir/unlink/rmdir/symlink/"
+                      "truncate/chmod/chown/link/rename", True),
+            Mechanism("exec", "lsm:bprm_check_security+mmap_file/file_mprotect", True),
+            Mechanism("loadLibrary", "lsm:mmap_file/file_mprotect", True),
+            Mechanism("connectNetwork", "lsm:socket_connect/socket_sendmsg+cgroup:sendmsg4/6",
+                      True),
+            Mechanism("openRawSocket", "lsm:socket_create", True),
+            Mechanism("confinement", "lsm:ptrace_access_check/sb_mount/move_mount/"
+                      "sb_pivotroot/path_chroot/userns_create", True),
         )
     return (
         Mechanism("readFile", "tracepoint:sys_exit_open* (audit only)", False),
-        Mechanism("writeFile", "tracepoint:sys_exit_open* (audit only)", False),
+        Mechanism("writeFile", "tracepoint:sys_exit_open* (audit only; links, renames, "
+                  "unlinks and metadata changes are not seen)", False),
         Mechanism("exec", "tp_btf:sched_process_exec (audit only)", False),
-        Mechanism("connectNetwork", "cgroup:connect4/6+sendmsg4/6", True),
+        Mechanism("loadLibrary", "none (executable mappings are not seen)", False),
+        Mechanism("connectNetwork", "cgroup:connect4/6+sendmsg4/6 (TCP Fast Open included; "
+                  "ICMP echo sockets are not seen)", True),
+        Mechanism("openRawSocket", "cgroup:sock_create (raw IP sockets; packet sockets are "
+                  "not seen)", False),
+        Mechanism("confinement", "none (ptrace, mount, chroot and user namespaces are "
+                  "not refused)", False),
     )
 
 
@@ -90,6 +120,7 @@ class SandboxMaps:
         self.cgroups = maps["sandbox_cgroups"]
         self.paths = maps["sandbox_paths"]
         self.net = maps["sandbox_net"]
+        self.sockets = maps["sandbox_sockets"]
         self.config = maps["sandbox_config"]
         self.meta = maps["sandbox_meta"]
         self.rules = maps["sandbox_rules"]

@@ -59,40 +59,48 @@ def rebase(entries: Iterable[MapEntry], sandbox_id: int) -> list[tuple[bytes, by
     return [(e.key[:4] + sid + e.key[8:], e.value) for e in entries]
 
 
-def write_entries(maps: SandboxMaps, sandbox_id: int, sandbox: CompiledSandbox) -> tuple[int, int]:
+POLICY_MAPS = ("sandbox_paths", "sandbox_net", "sandbox_sockets")  # keys: sandbox id at 4..8
+
+
+def _policy_maps(maps: SandboxMaps) -> tuple[Map, ...]:
+    return (maps.paths, maps.net, maps.sockets)
+
+
+def write_entries(maps: SandboxMaps, sandbox_id: int,
+                  sandbox: CompiledSandbox) -> tuple[int, int, int]:
     """Write a compiled sandbox's entries under `sandbox_id` (which must be unused).
 
     All or nothing: on any failure the entries written so far are deleted
-    and CapacityError (map full) or the KernelError is raised.
+    and CapacityError (map full) or the KernelError is raised. Returns the
+    number of path, network and socket entries.
     """
-    paths = rebase(sandbox.maps.get("sandbox_paths", ()), sandbox_id)
-    net = rebase(sandbox.maps.get("sandbox_net", ()), sandbox_id)
+    pairs = [rebase(sandbox.maps.get(name, ()), sandbox_id) for name in POLICY_MAPS]
     done: list[tuple[Map, bytes]] = []
+    at = 0
     try:
-        for m, pairs in ((maps.paths, paths), (maps.net, net)):
-            for k, v in pairs:
+        for m, entries in zip(_policy_maps(maps), pairs, strict=True):
+            for k, v in entries:
                 m.update(k, v, BPF_NOEXIST)
                 done.append((m, k))
+            at += 1
     except KernelError as e:
         for m, k in reversed(done):
             m.delete(k)
         if _full(e):
-            which = "sandbox_paths" if len(done) < len(paths) else "sandbox_net"
-            m = maps.paths if which == "sandbox_paths" else maps.net
+            full = _policy_maps(maps)[at]
             raise CapacityError(
-                f"map `{which}` is full ({m.max_entries} entries): the new generation "
-                f"({len(paths)} path and {len(net)} network entries) does not fit beside "
-                "what is in force; nothing was changed") from e
+                f"map `{POLICY_MAPS[at]}` is full ({full.max_entries} entries): the new "
+                f"generation ({len(pairs[0])} path, {len(pairs[1])} network and "
+                f"{len(pairs[2])} socket entries) does not fit beside what is in force; "
+                "nothing was changed") from e
         raise
-    return len(paths), len(net)
+    return len(pairs[0]), len(pairs[1]), len(pairs[2])
 
 
-def entry_keys(maps: SandboxMaps, sandbox_id: int) -> tuple[list[bytes], list[bytes]]:
-    """The keys of every path and network entry under `sandbox_id`."""
+def entry_keys(maps: SandboxMaps, sandbox_id: int) -> list[list[bytes]]:
+    """The keys of every path, network and socket entry under `sandbox_id`."""
     sid = _u32(sandbox_id)
-    paths = [k for k in maps.paths if k[_SID] == sid]
-    net = [k for k in maps.net if k[_SID] == sid]
-    return paths, net
+    return [[k for k in m if k[_SID] == sid] for m in _policy_maps(maps)]
 
 
 def count_entries(maps: SandboxMaps) -> dict[int, tuple[int, int]]:
@@ -105,12 +113,10 @@ def count_entries(maps: SandboxMaps) -> dict[int, tuple[int, int]]:
 
 
 def delete_entries(maps: SandboxMaps, sandbox_id: int) -> int:
-    paths, net = entry_keys(maps, sandbox_id)
     n = 0
-    for k in paths:
-        n += maps.paths.delete(k)
-    for k in net:
-        n += maps.net.delete(k)
+    for m, keys in zip(_policy_maps(maps), entry_keys(maps, sandbox_id), strict=True):
+        for k in keys:
+            n += m.delete(k)
     return n
 
 

@@ -30,6 +30,9 @@ enum manul_err {
 	MANUL_ERR_MAP_UPDATE = 1,	/* bpf_map_update_elem() failed */
 	MANUL_ERR_READ = 2,		/* a bpf_probe_read*() failed */
 	MANUL_ERR_TRUNCATED = 3,	/* data longer than its buffer was cut */
+	MANUL_ERR_NO_SCRATCH = 4,	/* a per-CPU scratch lookup failed (denied) */
+	MANUL_ERR_NO_PATH = 5,		/* a path could not be resolved (denied) */
+	MANUL_ERR_NO_STORAGE = 6,	/* task storage could not be created */
 	MANUL_ERR_MAX = 8,
 };
 
@@ -183,8 +186,37 @@ struct manul_quarantine_event {
 #define MANUL_SBX_MAX_LEVEL	63	/* deepest cgroup level a binding may have */
 
 /* manul_sandbox_event.action: the path slots (enum manul_sbx_path_action),
- * then connect. */
+ * then connect, raw sockets, and Manul's built-in confinement. */
 #define MANUL_SBX_CONNECT	4
+#define MANUL_SBX_RAW_SOCKET	5	/* openRawSocket: a raw IP or packet socket */
+#define MANUL_SBX_CONFINE	6	/* built in: ptrace, mount, chroot, user namespaces */
+
+/* manul_sandbox_event.op: which operation asked (audit records name it). */
+enum manul_sbx_op {
+	MANUL_SBX_OP_OPEN = 0,		/* file_open */
+	MANUL_SBX_OP_EXEC = 1,		/* bprm_check_security */
+	MANUL_SBX_OP_MMAP = 2,		/* mmap_file with PROT_EXEC */
+	MANUL_SBX_OP_MPROTECT = 3,	/* file_mprotect adding PROT_EXEC */
+	MANUL_SBX_OP_CREATE = 4,	/* path_mknod: O_CREAT, mknod, mkfifo */
+	MANUL_SBX_OP_MKDIR = 5,
+	MANUL_SBX_OP_UNLINK = 6,
+	MANUL_SBX_OP_RMDIR = 7,
+	MANUL_SBX_OP_SYMLINK = 8,
+	MANUL_SBX_OP_LINK = 9,
+	MANUL_SBX_OP_RENAME = 10,
+	MANUL_SBX_OP_TRUNCATE = 11,
+	MANUL_SBX_OP_CHMOD = 12,
+	MANUL_SBX_OP_CHOWN = 13,
+	MANUL_SBX_OP_CONNECT = 14,	/* connect(), io_uring connect, TFO */
+	MANUL_SBX_OP_SENDMSG = 15,	/* sendmsg/sendto with an address */
+	MANUL_SBX_OP_SOCKET = 16,	/* socket(): raw IP or packet */
+	MANUL_SBX_OP_PTRACE = 17,	/* ptrace, process_vm_*, /proc/PID/mem, pidfd_getfd */
+	MANUL_SBX_OP_MOUNT = 18,	/* mount, move_mount, pivot_root */
+	MANUL_SBX_OP_CHROOT = 19,
+	MANUL_SBX_OP_USERNS = 20,	/* creating a user namespace */
+	MANUL_SBX_OP_SETXATTR = 21,
+	MANUL_SBX_OP_UTIMES = 22,
+};
 
 enum manul_sbx_verdict_kind {
 	MANUL_SBX_DENIED = 1,		/* the operation was refused */
@@ -201,6 +233,8 @@ enum manul_sbx_event_flags {
 	MANUL_SBX_EV_TRUNCATED = 1,	/* path longer than manul_sandbox_event.path */
 	MANUL_SBX_EV_NO_PATH = 2,	/* the path could not be resolved (denied) */
 	MANUL_SBX_EV_DEGRADED = 4,	/* enforce mode, but this mechanism only reports */
+	MANUL_SBX_EV_REFER = 8,		/* link/rename: the new name would grant more */
+	MANUL_SBX_EV_SUBTREE = 16,	/* a directory rename: rights below it differ (EXDEV) */
 };
 
 /* One deny or would-deny (ring buffer `sandbox_events`). */
@@ -224,8 +258,9 @@ struct manul_sandbox_event {
 	__u16 family;			/* connect: AF_INET or AF_INET6 */
 	__u16 port;			/* connect: host byte order */
 	__u16 path_len;			/* file/exec: resolved length (may exceed path) */
-	__u32 _pad;
-	__u8 addr[16];			/* connect: IPv4 in the first 4 bytes */
+	__u8 op;			/* enum manul_sbx_op */
+	__u8 _pad[3];
+	__u8 addr[16];			/* connect: IPv4 in the first 4 bytes; socket: family, type */
 	char comm[MANUL_COMM_LEN];
 	char path[MANUL_PATH_MAX];	/* file/exec: resolved path, NUL-terminated */
 };
@@ -353,6 +388,11 @@ struct manul_sandbox_binding {
  * `/a/bc`. So an exact path is at most 251 bytes, a prefix at most 252;
  * the compiler refuses longer ones.
  *
+ * sub_or and sub_and summarise the entries that extend this one (their
+ * keys start with this key): a lookup of `D/` that lands here bounds the
+ * rights of every path below directory D, which is how a directory rename
+ * is decided without walking the tree (bpf/sandbox.bpf.c, sbx_refer).
+ *
  * Lookup: resolve the path into a scratch buffer (bpf_d_path, up to
  * PATH_MAX; failure: deny), copy n = min(strlen + 1, 252) bytes (the NUL
  * included when it fits) to key.path, prefixlen = 32 + 8 * n. A path cut
@@ -370,7 +410,9 @@ struct manul_path_key {
 struct manul_path_val {
 	__u32 rule_id[MANUL_SBX_PATH_ACTIONS];	/* per slot; 0 = default deny */
 	__u8 allow;			/* bit (1 << slot): 1 = allow */
-	__u8 pad[3];
+	__u8 sub_or;			/* OR of `allow` over this entry and every entry below it */
+	__u8 sub_and;			/* AND of the same: what every path below has */
+	__u8 pad;
 };
 
 /* sandbox_net: BPF_MAP_TYPE_LPM_TRIE (BPF_F_NO_PREALLOC), key and value
@@ -418,6 +460,25 @@ struct manul_net_range {
 struct manul_net_val {
 	__u32 nranges;			/* ranges in use, <= MANUL_SBX_NET_RANGES */
 	struct manul_net_range range[MANUL_SBX_NET_RANGES];
+};
+
+/* sandbox_sockets: BPF_MAP_TYPE_HASH, key below, value manul_sbx_sock_val;
+ * max_entries 8192 suggested. Decides openRawSocket: socket() of a raw IP
+ * socket (AF_INET/AF_INET6, SOCK_RAW) or a packet socket (AF_PACKET) in a
+ * sandbox. A miss is a deny with rule 0 (nothing permitted it). */
+enum manul_sbx_sock_kind {
+	MANUL_SBX_SOCK_RAW = 1,		/* SocketKind::"raw" */
+	MANUL_SBX_SOCK_PACKET = 2,	/* SocketKind::"packet" */
+};
+
+struct manul_sbx_sock_key {
+	__u32 kind;			/* enum manul_sbx_sock_kind */
+	__u32 sandbox_id;		/* at offset 4, as in every policy map key */
+};
+
+struct manul_sbx_sock_val {
+	__u32 allow;			/* 1 = allow */
+	__u32 rule_id;
 };
 
 #endif /* MANUL_H */

@@ -77,7 +77,8 @@ def test_fallback_is_chosen_and_reported(pin_root: Path) -> None:
     st = read_status(pin_root)
     assert st is not None and st.loaded
     assert st.mechanisms == mechanisms(False)
-    assert st.degraded == ("readFile", "writeFile", "exec")
+    assert st.degraded == ("readFile", "writeFile", "exec", "loadLibrary", "openRawSocket",
+                           "confinement")
 
 
 def test_network_enforced_through_cgroup_hooks(make_cgroup: Any, pin_root: Path) -> None:
@@ -106,6 +107,27 @@ def test_network_enforced_through_cgroup_hooks(make_cgroup: Any, pin_root: Path)
         assert {d.tgid for d in events} == {w.pid}
         assert all(d.sandbox == ANALYST and d.generation == 1 and d.mode == "enforce"
                    for d in events)
+
+
+def test_fallback_refuses_fast_open_and_raw_ip_sockets(make_cgroup: Any, pin_root: Path) -> None:
+    """The escapes the fallback can close: TCP Fast Open (pre_connect runs
+    cgroup/connect4/6) and raw IP sockets (cgroup/sock_create). Packet
+    sockets never reach a cgroup hook: documented, and checked here so the
+    docs stay true."""
+    inside, outside = make_cgroup(), make_cgroup()
+    with worker(inside) as w, worker(outside) as o:
+        apply_to(pin_root, policy_input("data-analyst.cedar"), ANALYST, [inside])
+        assert w.errno(op="fastopen", family=4, addr="127.0.0.3", port=443) == REFUSED
+        assert w.errno(op="fastopen", family=4, addr="127.0.0.2", port=443) == 0
+        assert o.errno(op="fastopen", family=4, addr="127.0.0.3", port=443) == 0
+        assert w.errno(op="raw_socket", kind="raw") == errno.EPERM
+        assert o.errno(op="raw_socket", kind="raw") == 0
+        assert w.errno(op="raw_socket", kind="packet") == 0  # out of the fallback's reach
+    events = drain(pin_root)
+    assert [(d.operation, d.action, d.resource, d.mechanism) for d in events] == [
+        ("connect", "connectNetwork", "127.0.0.3:443/tcp", "cgroup"),
+        ("socket", "openRawSocket", 'SocketKind::"raw"', "cgroup"),
+    ]
 
 
 def test_a_child_cgroup_cannot_escape(make_cgroup: Any, pin_root: Path) -> None:
@@ -264,7 +286,8 @@ def test_cli_apply_status_remove(make_cgroup: Any, pin_root: Path, tmp_path: Pat
         st = json.loads(_manul(pin_root, "status", "--json").stdout)
         assert [(b["cgroup_id"], b["sandbox"], b["mode"]) for b in st["bindings"]] == [
             (cg.id, ANALYST, "enforce")]
-        assert st["degraded"] == ["readFile", "writeFile", "exec"]
+        assert st["degraded"] == ["readFile", "writeFile", "exec", "loadLibrary",
+                                  "openRawSocket", "confinement"]
         text = _manul(pin_root, "status").stdout
         assert cg.path.name in text and "audit only" in text
         # errors: a clear message, exit status 1, nothing changed

@@ -64,7 +64,9 @@ def test_path_entries(comp: Compilation) -> None:
         h(
             zeros(16),  # rule_id[read, write, exec, loadLibrary] = 0: nothing permitted
             "00",  # allow: nothing
-            zeros(3),  # pad
+            "01",  # sub_or: something below (/a*) allows read
+            "00",  # sub_and: not everything below does
+            "00",  # pad
         ),
     )
     assert got["/a*"] == (
@@ -79,7 +81,9 @@ def test_path_entries(comp: Compilation) -> None:
             "00000000",  # rule_id[write] = 0
             zeros(8),  # exec, loadLibrary
             "01",  # allow: read
-            zeros(3),
+            "01",  # sub_or: read, here and below (/a/b)
+            "01",  # sub_and: read everywhere below too
+            "00",
         ),
     )
     assert got["/a/b"] == (
@@ -94,7 +98,8 @@ def test_path_entries(comp: Compilation) -> None:
             "02000000",  # rule_id[write] = 2 (forbid no-write-ab)
             zeros(8),
             "01",  # allow: read only
-            zeros(3),
+            "0101",  # sub_or, sub_and: an exact path has nothing below it
+            "00",
         ),
     )
 

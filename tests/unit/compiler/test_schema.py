@@ -14,6 +14,7 @@ SCHEMA = load_schema()
 RESOURCES = {
     "FilePath": {"path": "/x"},
     "Executable": {"path": "/x"},
+    "SocketKind": {},
     "NetworkDestination": {
         "ip": {"__extn": {"fn": "ip", "arg": "10.0.0.1"}},
         "port": 1,
