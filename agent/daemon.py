@@ -29,7 +29,7 @@ from agent.discovery.quarantine import Quarantine, resolve_hosts
 from agent.discovery.sensor import TlsSensor
 from agent.discovery.service import Discovery, Observation
 from agent.errors import ConfigError, ManulError
-from agent.kernel import fs
+from agent.kernel import RingBuffer, fs
 from agent.kernel.probe import Feature, Mechanism, choose_mechanisms, safe_probe_all
 from agent.registry import FileSource, Registry
 from agent.registry.kube import KubeSource
@@ -211,18 +211,27 @@ class Daemon:
                 self.stop_event.wait(2.0)
 
     def _export_counters(self, sensor: TlsSensor) -> None:
-        """BPF-side error counters and ring-buffer totals, as Prometheus counters."""
-        for kind, value in sensor.errors().items():
-            delta = value - self._exported.get(kind, 0)
-            if delta > 0:
-                metrics.BPF_ERRORS.labels(object="tls", kind=kind).inc(delta)
-                self._exported[kind] = value
-                if kind == "ringbuf_full":
-                    log.warning("tls ring buffer full: %d handshakes lost so far", value)
-        consumed = sensor.ringbuf.consumed
-        metrics.RINGBUF_EVENTS.labels(ringbuf="tls_events").inc(
-            consumed - self._exported.get("consumed", 0))
-        self._exported["consumed"] = consumed
+        """BPF-side error counters and ring-buffer totals of every object (TLS,
+        sandbox, quarantine), as Prometheus counters: nothing is lost silently."""
+        rings: list[tuple[str, str, RingBuffer]] = [("tls", "tls_events", sensor.ringbuf)]
+        trail = self.sandbox.trail if self.sandbox is not None else None
+        if trail is not None:
+            rings.append(("sandbox", "sandbox_events", trail.ring))
+        if self.quarantine is not None and self.quarantine.ring is not None:
+            rings.append(("quarantine", "quarantine_events", self.quarantine.ring))
+        for obj, name, ring in rings:
+            for kind, value in ring.errors().items():
+                key = f"{obj}:{kind}"
+                delta = value - self._exported.get(key, 0)
+                if delta > 0:
+                    metrics.BPF_ERRORS.labels(object=obj, kind=kind).inc(delta)
+                    self._exported[key] = value
+                    if kind == "ringbuf_full":
+                        log.warning("%s ring buffer full: %d events lost so far", obj, value)
+            consumed = ring.consumed
+            metrics.RINGBUF_EVENTS.labels(ringbuf=name).inc(
+                max(0, consumed - self._exported.get(f"{name}:consumed", 0)))
+            self._exported[f"{name}:consumed"] = consumed
 
     def _refused(self, r: Any) -> None:
         if self.audit is not None:

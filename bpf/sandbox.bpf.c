@@ -23,7 +23,9 @@
  *             are the exec's own), and every operation that changes what a
  *             path names, as writeFile: path_mknod (O_CREAT, before the file
  *             exists), path_mkdir, path_unlink, path_rmdir, path_symlink,
- *             path_truncate, path_chmod, path_chown; path_link and
+ *             path_truncate, path_chmod, path_chown, and the dentry-only
+ *             inode_setattr (times), inode_setxattr, inode_removexattr
+ *             (sbx_write_dentry: every mount that names it); path_link and
  *             path_rename also refuse a new name that would grant more than
  *             the old one ("refer", sbx_refer).
  *             exec: bprm_check_security; mmap_file / file_mprotect with
@@ -467,6 +469,7 @@ struct sbx_walk_ctx {
 	__u64 mnt_off;
 	__u32 pos;			/* where the path starts in s->walk */
 	__u32 done;			/* reached the root */
+	__u32 outside;			/* the dentry is not below the mount's root */
 };
 
 /* One step up: a component, or a mount crossing. 1 stops bpf_loop. */
@@ -492,8 +495,10 @@ static long sbx_walk_step(__u32 i, void *data)
 		return 0;
 	}
 	parent = BPF_CORE_READ(dentry, d_parent);
-	if (parent == dentry)
-		goto done;		/* a file system's own root */
+	if (parent == dentry) {
+		c->outside = 1;		/* a file system's root, but not this mount's */
+		goto done;
+	}
 	name = BPF_CORE_READ(dentry, d_name);
 	len = name.len;
 	if (len > SBX_NAME_MAX)
@@ -517,8 +522,9 @@ done:
 
 /* Build the path of (vfsmnt, dentry) from the task's root into s->path, as
  * d_path would (bpf_d_path is not allowed in tracepoints); returns its
- * length with the NUL, or -1 when it is deeper than SBX_WALK_DEPTH
- * components or longer than PATH_MAX. */
+ * length with the NUL, 0 when the dentry is not below the mount's root, or
+ * -1 when it is deeper than SBX_WALK_DEPTH components or longer than
+ * PATH_MAX. */
 static __always_inline long sbx_walk(struct sbx_scratch *s, struct vfsmount *vfsmnt,
 				     struct dentry *dentry)
 {
@@ -532,6 +538,7 @@ static __always_inline long sbx_walk(struct sbx_scratch *s, struct vfsmount *vfs
 		.mnt_off = bpf_core_field_offset(struct mount, mnt),
 		.pos = SBX_PATH_BUF - 1,
 		.done = 0,
+		.outside = 0,
 	};
 	__u32 pos, len;
 
@@ -542,6 +549,8 @@ static __always_inline long sbx_walk(struct sbx_scratch *s, struct vfsmount *vfs
 		manul_count_err(MANUL_ERR_TRUNCATED);
 		return -1;
 	}
+	if (c.outside)
+		return 0;	/* not below this mount: no path through it */
 	pos = c.pos;
 	if (pos == SBX_PATH_BUF - 1) {
 		pos -= 1;
@@ -638,6 +647,176 @@ SEC("lsm/path_chown")
 int BPF_PROG(manul_sbx_path_chown, const struct path *path, __u32 uid, __u32 gid, int ret)
 {
 	return ret ? ret : sbx_write_path(path, MANUL_SBX_OP_CHOWN);
+}
+
+/* ---- metadata changes that reach a dentry only: utimes, xattrs ---------- */
+
+/* The kernel's two layouts of "the mounts of a super block": a list_head
+ * threaded through mount.mnt_instance (6.1 ...) or a pointer chain through
+ * mount.mnt_next_for_sb (6.13 ...). CO-RE picks one; the other is dead code. */
+struct super_block___list {
+	struct list_head s_mounts;
+} __attribute__((preserve_access_index));
+
+struct mount___list {
+	struct list_head mnt_instance;
+} __attribute__((preserve_access_index));
+
+struct super_block___chain {
+	struct mount *s_mounts;
+} __attribute__((preserve_access_index));
+
+struct mount___chain {
+	struct mount *mnt_next_for_sb;
+} __attribute__((preserve_access_index));
+
+#define SBX_MAX_MOUNTS 16		/* mounts of one super block we look through */
+
+static __always_inline struct mount *sbx_sb_first(struct super_block *sb)
+{
+	if (bpf_core_field_exists(struct mount___list, mnt_instance)) {
+		struct super_block___list *l = (void *)sb;
+		struct list_head *first = BPF_CORE_READ(l, s_mounts.next);
+
+		if (first == (void *)sb + bpf_core_field_offset(struct super_block___list, s_mounts))
+			return NULL;
+		return (void *)first - bpf_core_field_offset(struct mount___list, mnt_instance);
+	}
+	return BPF_CORE_READ((struct super_block___chain *)sb, s_mounts);
+}
+
+static __always_inline struct mount *sbx_sb_next(struct super_block *sb, struct mount *m)
+{
+	if (bpf_core_field_exists(struct mount___list, mnt_instance)) {
+		struct mount___list *l = (void *)m;
+		struct list_head *next = BPF_CORE_READ(l, mnt_instance.next);
+
+		if (next == (void *)sb + bpf_core_field_offset(struct super_block___list, s_mounts))
+			return NULL;
+		return (void *)next - bpf_core_field_offset(struct mount___list, mnt_instance);
+	}
+	return BPF_CORE_READ((struct mount___chain *)m, mnt_next_for_sb);
+}
+
+/* One mount of the dentry's super block per bpf_loop step (a loop the
+ * verifier checks once, not once per mount). */
+struct sbx_mnt_ctx {
+	const struct sbx_who *who;
+	struct sbx_scratch *s;
+	struct dentry *dentry;
+	struct super_block *sb;
+	struct mnt_namespace *ns;
+	struct mount *m;
+	__u32 found;
+	int err;
+	__u8 op;
+};
+
+static long sbx_mnt_step(__u32 i, void *data)
+{
+	struct sbx_mnt_ctx *c = data;
+	struct mount *m = c->m;
+	long len;
+
+	if (!m)
+		return 1;
+	if (BPF_CORE_READ(m, mnt_ns) == c->ns) {
+		len = sbx_walk(c->s, (void *)m + bpf_core_field_offset(struct mount, mnt), c->dentry);
+		if (len != 0) {
+			c->found++;
+			c->err = sbx_path_check(c->who, c->s, len, 1U << MANUL_SBX_WRITE, c->op,
+						MANUL_SBX_M_LSM, ENOENT);
+			if (c->err)
+				return 1;
+		}
+	}
+	c->m = sbx_sb_next(c->sb, m);
+	return 0;
+}
+
+/* writeFile on a dentry the hook got without its mount: every mount of its
+ * super block in the task's mount namespace that the dentry lies below
+ * names it once, and every such path must permit the write. None found, or
+ * more mounts than we look through: denied (fail closed). */
+static __always_inline int sbx_write_dentry(struct dentry *dentry, __u8 op)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct sbx_mnt_ctx c = {};
+	struct sbx_who who;
+
+	if (!sbx_bound(&who))
+		return 0;
+	c.s = sbx_scratch_get();
+	if (!c.s)
+		return sbx_fail(&who, MANUL_SBX_WRITE, op, MANUL_SBX_M_LSM, MANUL_ERR_NO_SCRATCH,
+				ENOENT);
+	c.who = &who;
+	c.dentry = dentry;
+	c.op = op;
+	c.ns = BPF_CORE_READ(task, nsproxy, mnt_ns);
+	c.sb = BPF_CORE_READ(dentry, d_sb);
+	c.m = sbx_sb_first(c.sb);
+	bpf_loop(SBX_MAX_MOUNTS, sbx_mnt_step, &c, 0);
+	if (c.err)
+		return c.err;
+	if (!c.found || c.m)
+		return sbx_fail(&who, MANUL_SBX_WRITE, op, MANUL_SBX_M_LSM, MANUL_ERR_NO_PATH,
+				ENOENT);
+	return 0;
+}
+
+SEC("lsm/inode_setxattr")
+int BPF_PROG(manul_sbx_inode_setxattr, void *idmap, struct dentry *dentry, const char *name,
+	     const void *value, size_t size, int flags, int ret)
+{
+	return ret ? ret : sbx_write_dentry(dentry, MANUL_SBX_OP_SETXATTR);
+}
+
+SEC("lsm/inode_removexattr")
+int BPF_PROG(manul_sbx_inode_removexattr, void *idmap, struct dentry *dentry, const char *name,
+	     int ret)
+{
+	return ret ? ret : sbx_write_dentry(dentry, MANUL_SBX_OP_SETXATTR);
+}
+
+#define ATTR_MODE	(1 << 0)
+#define ATTR_UID	(1 << 1)
+#define ATTR_GID	(1 << 2)
+#define ATTR_SIZE	(1 << 3)
+#define ATTR_ATIME	(1 << 4)
+#define ATTR_MTIME	(1 << 5)
+#define ATTR_FORCE	(1 << 9)
+#define ATTR_KILL_SUID	(1 << 11)
+#define ATTR_KILL_SGID	(1 << 12)
+
+/* utimes/utimensat/futimens: notify_change with only times to set. Mode,
+ * owner and size changes were decided in path_chmod/chown/truncate; the
+ * kernel's own clearing of set-id bits on a write was decided at the open. */
+static __always_inline int sbx_setattr(struct dentry *dentry, struct iattr *attr)
+{
+	unsigned int valid = BPF_CORE_READ(attr, ia_valid);
+
+	if (!(valid & (ATTR_ATIME | ATTR_MTIME)) ||
+	    (valid & (ATTR_MODE | ATTR_UID | ATTR_GID | ATTR_SIZE | ATTR_FORCE | ATTR_KILL_SUID |
+		      ATTR_KILL_SGID)))
+		return 0;
+	return sbx_write_dentry(dentry, MANUL_SBX_OP_UTIMES);
+}
+
+/* The hook's arguments differ by kernel: (dentry, attr) on 6.1, (idmap,
+ * dentry, attr) later. The loader picks the program that matches the
+ * kernel's BTF (agent/sandbox/kernel.py); the other one is never loaded. */
+SEC("lsm/inode_setattr")
+int BPF_PROG(manul_sbx_inode_setattr, struct dentry *dentry, struct iattr *attr, int ret)
+{
+	return ret ? ret : sbx_setattr(dentry, attr);
+}
+
+SEC("lsm/inode_setattr")
+int BPF_PROG(manul_sbx_inode_setattr_idmap, void *idmap, struct dentry *dentry,
+	     struct iattr *attr, int ret)
+{
+	return ret ? ret : sbx_setattr(dentry, attr);
 }
 
 /* ---- links and renames: a new name never grants more ("refer") ---------- */

@@ -85,6 +85,11 @@ class Quarantine:
         self._obj = obj
         return result.actions
 
+    @property
+    def ring(self) -> RingBuffer | None:
+        """The refusal ring buffer, while started (its counters are exported)."""
+        return self._rb
+
     def close(self) -> None:
         """Stop managing; the pinned quarantine stays in force."""
         if self._rb is not None:

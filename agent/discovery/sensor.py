@@ -77,10 +77,4 @@ class TlsSensor:
 
     def errors(self) -> dict[str, int]:
         """BPF-side error counters by kind (summed over CPUs)."""
-        assert self._obj is not None
-        m = self._obj.map("manul_errors")
-        out = {}
-        for idx, name in abi.ERR_NAMES.items():
-            v = m.lookup(idx)
-            out[name] = sum(int.from_bytes(x, "little") for x in v) if v else 0
-        return out
+        return self.ringbuf.errors()

@@ -17,9 +17,11 @@ PATH_MAX = 256
 
 # enum manul_err
 ERR_RINGBUF_FULL, ERR_MAP_UPDATE, ERR_READ, ERR_TRUNCATED = 0, 1, 2, 3
+ERR_NO_SCRATCH, ERR_NO_PATH, ERR_NO_STORAGE = 4, 5, 6
 ERR_MAX = 8
 ERR_NAMES = {ERR_RINGBUF_FULL: "ringbuf_full", ERR_MAP_UPDATE: "map_update",
-             ERR_READ: "read", ERR_TRUNCATED: "truncated"}
+             ERR_READ: "read", ERR_TRUNCATED: "truncated", ERR_NO_SCRATCH: "no_scratch",
+             ERR_NO_PATH: "no_path", ERR_NO_STORAGE: "no_storage"}
 
 # enum manul_event_type
 EV_EXEC, EV_BENCH, EV_TEST, EV_TLS, EV_QUARANTINE, EV_SANDBOX = 1, 2, 3, 4, 5, 6

@@ -114,6 +114,15 @@ class Btf:
             members.append(Member(self._name(m.a), bit_off // 8, self._size(m.b)))
         return Struct(name, t.size_type, tuple(members))
 
+    def func_params(self, name: str) -> tuple[str, ...]:
+        """The parameter names of function `name` (a kernel function in vmlinux
+        BTF: how many arguments an LSM hook passes); KeyError when absent."""
+        t, _ = self._type(self._find(name, L.BTF_KIND_FUNC))
+        proto, addr = self._type(t.size_type)
+        base = addr + ctypes.sizeof(_Type)
+        return tuple(self._name(_Triple.from_address(base + i * 8).a)  # btf_param: 8 bytes
+                     for i in range(proto.info & 0xFFFF))
+
     def datasec_vars(self, section: str) -> dict[str, tuple[int, int]]:
         """Variables of a data section (`.rodata`, `.bss`): name -> (offset, size)."""
         try:

@@ -108,8 +108,10 @@ def probe_cgroup2() -> Feature:
 
 def probe_lsm() -> Feature:
     title = "BPF LSM"
-    fb = ("network: cgroup connect4/6 + sendmsg4/6 hooks (enforced); "
-          "files and exec: tracepoints (audit only)")
+    fb = ("network: cgroup connect4/6 + sendmsg4/6 hooks (enforced), raw IP sockets: "
+          "cgroup sock_create (refused); files and exec: tracepoints (audit only); links, "
+          "renames, metadata changes, executable mappings, packet sockets, ptrace and mounts: "
+          "not decided")
     try:
         lsms = fs.active_lsms()
     except KernelError as e:
@@ -158,25 +160,56 @@ def probe_all() -> list[Feature]:
     return out
 
 
+# The sandbox's program sets (agent/sandbox/kernel.py loads them): per Cedar
+# action (and Manul's built-in confinement), what decides it and whether it
+# is enforced. Indexed by "BPF LSM loads here". The one table: `manul sandbox
+# status`, `manul doctor` and the mechanism metric all read it.
+SANDBOX_MECHANISMS: dict[bool, tuple[tuple[str, str, bool], ...]] = {
+    True: (
+        ("readFile", "lsm:file_open", True),
+        ("writeFile", "lsm:file_open+path_mknod/mkdir/unlink/rmdir/symlink/truncate/"
+         "chmod/chown/link/rename+inode_setattr/setxattr/removexattr", True),
+        ("exec", "lsm:bprm_check_security+mmap_file/file_mprotect", True),
+        ("loadLibrary", "lsm:mmap_file/file_mprotect", True),
+        ("connectNetwork", "lsm:socket_connect/socket_sendmsg+cgroup:sendmsg4/6", True),
+        ("openRawSocket", "lsm:socket_create", True),
+        ("confinement", "lsm:ptrace_access_check/sb_mount/move_mount/sb_pivotroot/"
+         "path_chroot/userns_create", True),
+    ),
+    False: (
+        ("readFile", "tracepoint:sys_exit_open* (audit only)", False),
+        ("writeFile", "tracepoint:sys_exit_open* (audit only; links, renames, unlinks, "
+         "metadata and xattr changes are not seen)", False),
+        ("exec", "tp_btf:sched_process_exec (audit only)", False),
+        ("loadLibrary", "none (executable mappings are not seen)", False),
+        ("connectNetwork", "cgroup:connect4/6+sendmsg4/6 (TCP Fast Open included; "
+         "ICMP echo sockets are not seen)", True),
+        ("openRawSocket", "cgroup:sock_create (raw IP sockets; packet sockets are not seen)",
+         False),
+        ("confinement", "none (ptrace, mount, chroot and user namespaces are not refused)",
+         False),
+    ),
+}
+# doctor's concerns, by the sandbox action that states each one's mechanism
+_SANDBOX_CONCERNS = (("file", "writeFile"), ("exec", "exec"), ("network", "connectNetwork"),
+                     ("raw-sockets", "openRawSocket"), ("confinement", "confinement"))
+
+
 def choose_mechanisms(features: list[Feature]) -> list[Mechanism]:
     """The strongest mechanism available per concern (DESIGN.md's table)."""
     have = {f.key: f.available for f in features}
     lsm = have.get("bpf_lsm", False)
-    out = [
-        Mechanism("file", "lsm:file_open", False) if lsm else
-        Mechanism("file", "tracepoint (audit only)", True,
-                  "BPF LSM unavailable: file rules are reported, not enforced"),
-        Mechanism("exec", "lsm:bprm_check_security", False) if lsm else
-        Mechanism("exec", "tracepoint:sched_process_exec (audit only)", True,
-                  "BPF LSM unavailable: exec rules are reported, not enforced"),
-    ]
-    if lsm:
-        out.append(Mechanism("network", "lsm:socket_connect+cgroup:sendmsg4/6", False))
-    elif have.get("sock_addr"):
-        out.append(Mechanism("network", "cgroup:connect4/6+sendmsg4/6", False,
-                             "fallback for BPF LSM; same maps, same answers"))
-    else:
-        out.append(Mechanism("network", "none", True, "no LSM and no cgroup sock_addr hooks"))
+    table = {a: (m, e) for a, m, e in SANDBOX_MECHANISMS[lsm]}
+    out = []
+    for concern, action in _SANDBOX_CONCERNS:
+        mech, enforced = table[action]
+        if concern == "network" and not lsm and not have.get("sock_addr"):
+            out.append(Mechanism(concern, "none", True, "no LSM and no cgroup sock_addr hooks"))
+            continue
+        note = "" if lsm else ("fallback for BPF LSM; same maps, same answers" if enforced
+                               else f"BPF LSM unavailable: {concern} rules are reported or "
+                               "not decided, not enforced")
+        out.append(Mechanism(concern, mech, not enforced, note))
     out.append(Mechanism("tls", "cgroup_skb/egress", False) if have.get("cgroup_skb") else
                Mechanism("tls", "none", True, "discovery cannot see handshakes"))
     out.append(Mechanism("behaviour", "tracepoints", not have.get("tracepoint", False)))

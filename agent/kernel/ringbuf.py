@@ -21,6 +21,7 @@ import select
 from collections.abc import Callable
 
 from agent.errors import KernelError
+from agent.kernel import abi
 from agent.kernel import libbpf as L
 from agent.kernel.maps import Map
 
@@ -130,6 +131,19 @@ class RingBuffer:
         v = self._errors.lookup(RINGBUF_FULL)
         return sum(int.from_bytes(x, "little") for x in v) if v else 0
 
+    def errors(self) -> dict[str, int]:
+        """Every BPF-side error counter of this object, by kind (summed over CPUs)."""
+        return error_counts(self._errors) if self._errors is not None else {}
+
     def fileno(self) -> int:
         """The epoll descriptor, readable when records may be waiting."""
         return self._epoll.fileno()
+
+
+def error_counts(errors: Map) -> dict[str, int]:
+    """An object's `manul_errors` per-CPU array, summed, by kind (abi.ERR_NAMES)."""
+    out = {}
+    for idx, name in abi.ERR_NAMES.items():
+        v = errors.lookup(idx)
+        out[name] = sum(int.from_bytes(x, "little") for x in v) if v else 0
+    return out

@@ -28,11 +28,13 @@ from pathlib import Path
 
 from agent.errors import KernelError
 from agent.kernel import BpfObject, Map, RingBuffer, attach_pinned, remove_pinned
+from agent.kernel.btf import Btf
 from agent.kernel.fs import PIN_ROOT, cgroup2_root, ensure_bpffs
 from agent.kernel.pins import pinned_links
-from agent.kernel.probe import probe_lsm
+from agent.kernel.probe import SANDBOX_MECHANISMS, probe_lsm
 from agent.sandbox.errors import StateError
 
+VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 PIN_NAME = "sandbox"
 OBJECT = "sandbox"
 
@@ -41,7 +43,8 @@ LSM_PROGRAMS = (
     "manul_sbx_file_open", "manul_sbx_path_mknod", "manul_sbx_path_mkdir",
     "manul_sbx_path_unlink", "manul_sbx_path_rmdir", "manul_sbx_path_symlink",
     "manul_sbx_path_truncate", "manul_sbx_path_chmod", "manul_sbx_path_chown",
-    "manul_sbx_path_link", "manul_sbx_path_rename",
+    "manul_sbx_path_link", "manul_sbx_path_rename", "manul_sbx_inode_setxattr",
+    "manul_sbx_inode_removexattr", "manul_sbx_inode_setattr",
     # exec and executable mappings
     "manul_sbx_bprm_check", "manul_sbx_exec_done", "manul_sbx_mmap_file",
     "manul_sbx_file_mprotect",
@@ -75,33 +78,9 @@ class Mechanism:
 
 
 def mechanisms(lsm: bool) -> tuple[Mechanism, ...]:
-    """What decides each action (and Manul's built-in confinement) with this set."""
-    if lsm:
-        return (
-            Mechanism("readFile", "lsm:file_open", True),
-            Mechanism("writeFile", "lsm:file_open+path_mknod/mkdir/unlink/rmdir/symlink/"
-                      "truncate/chmod/chown/link/rename", True),
-            Mechanism("exec", "lsm:bprm_check_security+mmap_file/file_mprotect", True),
-            Mechanism("loadLibrary", "lsm:mmap_file/file_mprotect", True),
-            Mechanism("connectNetwork", "lsm:socket_connect/socket_sendmsg+cgroup:sendmsg4/6",
-                      True),
-            Mechanism("openRawSocket", "lsm:socket_create", True),
-            Mechanism("confinement", "lsm:ptrace_access_check/sb_mount/move_mount/"
-                      "sb_pivotroot/path_chroot/userns_create", True),
-        )
-    return (
-        Mechanism("readFile", "tracepoint:sys_exit_open* (audit only)", False),
-        Mechanism("writeFile", "tracepoint:sys_exit_open* (audit only; links, renames, "
-                  "unlinks and metadata changes are not seen)", False),
-        Mechanism("exec", "tp_btf:sched_process_exec (audit only)", False),
-        Mechanism("loadLibrary", "none (executable mappings are not seen)", False),
-        Mechanism("connectNetwork", "cgroup:connect4/6+sendmsg4/6 (TCP Fast Open included; "
-                  "ICMP echo sockets are not seen)", True),
-        Mechanism("openRawSocket", "cgroup:sock_create (raw IP sockets; packet sockets are "
-                  "not seen)", False),
-        Mechanism("confinement", "none (ptrace, mount, chroot and user namespaces are "
-                  "not refused)", False),
-    )
+    """What decides each action (and Manul's built-in confinement) with this set
+    (the table is `agent.kernel.probe.SANDBOX_MECHANISMS`, which doctor reads too)."""
+    return tuple(Mechanism(a, m, e) for a, m, e in SANDBOX_MECHANISMS[lsm])
 
 
 def mechanisms_from_programs(programs: set[str]) -> tuple[Mechanism, ...] | None:
@@ -180,7 +159,7 @@ def ensure_loaded(root: Path = PIN_ROOT, *, lsm: bool | None = None,
     use_lsm = choose_lsm() if lsm is None else lsm
     obj = BpfObject.open(OBJECT)
     try:
-        obj.only(*(LSM_PROGRAMS if use_lsm else FALLBACK_PROGRAMS))
+        obj.only(*(lsm_programs() if use_lsm else FALLBACK_PROGRAMS))
         sizes = dict(max_entries or {})
         sizes.update(_pinned_sizes(root / PIN_NAME / "maps"))  # what is pinned wins
         for name, n in sizes.items():
@@ -189,6 +168,24 @@ def ensure_loaded(root: Path = PIN_ROOT, *, lsm: bool | None = None,
     finally:
         obj.close()  # pinned links and maps stay; our handles go
     return use_lsm, adoption.actions
+
+
+def lsm_programs() -> tuple[str, ...]:
+    """LSM_PROGRAMS with the inode_setattr program whose arguments match this kernel."""
+    if not _setattr_takes_idmap():
+        return LSM_PROGRAMS
+    return tuple(p + "_idmap" if p == "manul_sbx_inode_setattr" else p for p in LSM_PROGRAMS)
+
+
+def _setattr_takes_idmap() -> bool:
+    """Whether this kernel's inode_setattr LSM hook passes an idmap first (newer
+    kernels) or the dentry (6.1)."""
+    try:
+        with Btf.from_file(VMLINUX_BTF) as btf:
+            params = btf.func_params("bpf_lsm_inode_setattr")
+    except (KernelError, KeyError):
+        return False  # no BTF or no BPF LSM: the program is not loaded
+    return bool(params) and params[0] != "dentry"
 
 
 def _pinned_sizes(d: Path) -> dict[str, int]:

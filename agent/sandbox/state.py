@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.kernel import abi
 from agent.kernel.fs import PIN_ROOT
+from agent.kernel.ringbuf import error_counts
 from agent.sandbox import maps as M
 from agent.sandbox.apply import CgroupRef
 from agent.sandbox.errors import StateError
@@ -81,13 +81,7 @@ class Status:
 
 
 def _errors(maps: SandboxMaps) -> dict[str, int]:
-    out = {}
-    for kind, name in abi.ERR_NAMES.items():
-        v = maps.errors.lookup(kind)
-        total = sum(int.from_bytes(x, "little") for x in v) if v else 0
-        if total:
-            out[name] = total
-    return out
+    return {k: v for k, v in error_counts(maps.errors).items() if v}
 
 
 def status_of(maps: SandboxMaps) -> Status:

@@ -21,3 +21,36 @@ int BPF_PROG(noop_socket_connect, struct socket *sock, struct sockaddr *address,
 {
 	return ret;
 }
+
+SEC("lsm/path_rename")
+int BPF_PROG(noop_path_rename, const struct path *old_dir, struct dentry *old_dentry,
+	     const struct path *new_dir, struct dentry *new_dentry, unsigned int flags, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/path_unlink")
+int BPF_PROG(noop_path_unlink, const struct path *dir, struct dentry *dentry, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/path_mknod")
+int BPF_PROG(noop_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode,
+	     unsigned int dev, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/mmap_file")
+int BPF_PROG(noop_mmap_file, struct file *file, unsigned long reqprot, unsigned long prot,
+	     unsigned long flags, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/socket_sendmsg")
+int BPF_PROG(noop_socket_sendmsg, struct socket *sock, struct msghdr *msg, int size, int ret)
+{
+	return ret;
+}

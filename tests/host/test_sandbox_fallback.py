@@ -109,7 +109,8 @@ def test_network_enforced_through_cgroup_hooks(make_cgroup: Any, pin_root: Path)
                    for d in events)
 
 
-def test_fallback_refuses_fast_open_and_raw_ip_sockets(make_cgroup: Any, pin_root: Path) -> None:
+def test_fallback_refuses_fast_open_io_uring_and_raw_ip_sockets(make_cgroup: Any,
+                                                               pin_root: Path) -> None:
     """The escapes the fallback can close: TCP Fast Open (pre_connect runs
     cgroup/connect4/6) and raw IP sockets (cgroup/sock_create). Packet
     sockets never reach a cgroup hook: documented, and checked here so the
@@ -120,12 +121,16 @@ def test_fallback_refuses_fast_open_and_raw_ip_sockets(make_cgroup: Any, pin_roo
         assert w.errno(op="fastopen", family=4, addr="127.0.0.3", port=443) == REFUSED
         assert w.errno(op="fastopen", family=4, addr="127.0.0.2", port=443) == 0
         assert o.errno(op="fastopen", family=4, addr="127.0.0.3", port=443) == 0
+        assert w.errno(op="uring_connect", family=4, addr="127.0.0.3", port=443) == REFUSED
+        assert w.errno(op="uring_connect", family=4, addr="127.0.0.2", port=443) == 0
+        assert o.errno(op="uring_connect", family=4, addr="127.0.0.3", port=443) == 0
         assert w.errno(op="raw_socket", kind="raw") == errno.EPERM
         assert o.errno(op="raw_socket", kind="raw") == 0
         assert w.errno(op="raw_socket", kind="packet") == 0  # out of the fallback's reach
     events = drain(pin_root)
     assert [(d.operation, d.action, d.resource, d.mechanism) for d in events] == [
-        ("connect", "connectNetwork", "127.0.0.3:443/tcp", "cgroup"),
+        ("connect", "connectNetwork", "127.0.0.3:443/tcp", "cgroup"),  # TCP Fast Open
+        ("connect", "connectNetwork", "127.0.0.3:443/tcp", "cgroup"),  # io_uring
         ("socket", "openRawSocket", 'SocketKind::"raw"', "cgroup"),
     ]
 

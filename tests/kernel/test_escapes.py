@@ -147,6 +147,7 @@ def test_every_path_change_is_a_write(pair: tuple[SyscallWorker, SyscallWorker],
                   {"op": "mkdir", "path": "/ro/d"}, {"op": "rmdir", "path": "/ro/dir"},
                   {"op": "mkfifo", "path": "/ro/p"}, {"op": "create", "path": "/ro/new"},
                   {"op": "symlink", "target": "x", "path": "/ro/s"},
+                  {"op": "utime", "path": "/ro/f"}, {"op": "setxattr", "path": "/ro/f"},
                   {"op": "unlink", "path": "/workspace/.git/config"},
                   {"op": "open", "path": "/workspace/.git/config", "mode": "w"}):
         assert w.errno(**probe) == errno.ENOENT, probe
@@ -159,12 +160,17 @@ def test_every_path_change_is_a_write(pair: tuple[SyscallWorker, SyscallWorker],
                   {"op": "truncate", "path": "/workspace/new"},
                   {"op": "chmod", "path": "/workspace/new"},
                   {"op": "chown", "path": "/workspace/new"},
+                  {"op": "utime", "path": "/workspace/new"},
+                  {"op": "setxattr", "path": "/workspace/new"},
+                  {"op": "removexattr", "path": "/workspace/new"},
                   {"op": "mkdir", "path": "/workspace/nd"},
                   {"op": "rmdir", "path": "/workspace/nd"},
                   {"op": "mkfifo", "path": "/workspace/p"},
                   {"op": "unlink", "path": "/workspace/new"}):
         assert w.errno(**probe) == 0, probe
     assert o.errno(op="chmod", path="/ro/g") == 0
+    assert o.errno(op="utime", path="/ro/g") == 0
+    assert o.errno(op="setxattr", path="/ro/g") == 0
     assert o.errno(op="unlink", path="/ro/g") == 0
     assert o.errno(op="create", path="/ro/new") == 0
 
@@ -196,6 +202,11 @@ def test_every_way_to_a_peer_is_decided(pair: tuple[SyscallWorker, SyscallWorker
                    port=443) == errno.ECONNREFUSED
     assert w.errno(op="fastopen", family=4, addr="127.0.0.2", port=443) == 0
     assert o.errno(op="fastopen", family=4, addr="127.0.0.3", port=443) == 0
+    # io_uring's connect goes through the same kernel path as connect()
+    assert w.errno(op="uring_connect", family=4, addr="127.0.0.3",
+                   port=443) == errno.ECONNREFUSED
+    assert w.errno(op="uring_connect", family=4, addr="127.0.0.2", port=443) == 0
+    assert o.errno(op="uring_connect", family=4, addr="127.0.0.3", port=443) == 0
     # raw IP and packet sockets forge any peer: refused at socket()
     assert w.errno(op="raw_socket", kind="raw") == errno.EPERM
     assert w.errno(op="raw_socket", kind="packet") == errno.EPERM

@@ -27,7 +27,7 @@ import pytest
 from agent.sandbox import SandboxMaps, apply_sandbox, compile_sandbox, ensure_loaded, locked
 from agent.sandbox.apply import CgroupRef, compile_all
 from agent.sandbox.events import AuditTrail, Decision
-from agent.sandbox.kernel import LSM_PROGRAMS, mechanisms
+from agent.sandbox.kernel import lsm_programs, mechanisms
 from agent.sandbox.state import read_status
 from agent.telemetry.audit import AuditLog
 from tests.support import (
@@ -115,7 +115,7 @@ def cedar_says(o: Oracle, d: Decision) -> tuple[bool, frozenset[str]]:
 def test_lsm_mechanisms_are_chosen(pin_root: Path) -> None:
     lsm, actions = ensure_loaded(pin_root)
     assert lsm, "BPF LSM is active in the test VM: the LSM hooks must be chosen"
-    assert set(actions) == set(LSM_PROGRAMS)
+    assert set(actions) == set(lsm_programs())
     st = read_status(pin_root)
     assert st is not None and st.mechanisms == mechanisms(True) and not st.degraded
 

@@ -10,6 +10,14 @@ with every sandbox of the policy set applied in turn:
     exec                  posix_spawn of an empty executable file:
                           ENOEXEC = allowed (the kernel went on to load it),
                           EPERM = denied
+    loadLibrary           mmap(PROT_EXEC) through a descriptor opened before
+                          the sandbox applied: 0 = allowed, EPERM = denied;
+                          the kernel allows a mapping that `exec` or
+                          `loadLibrary` permits, so it is compared with
+                          cedarpy's answer on both
+    refer                 renameat2(RENAME_EXCHANGE) of two files: allowed
+                          iff cedarpy permits writeFile on both and the same
+                          actions on both (ENOENT = denied)
     connectNetwork        connect() (TCP, or UDP) in a network namespace where
                           every address is local and every TCP port used has
                           a listener: ECONNREFUSED = denied, anything else =
@@ -20,14 +28,14 @@ the path the kernel resolves is the path requested. Requests a kernel
 cannot make as asked are left out, and counted: non-canonical paths (`//`,
 `.`, `..`, a trailing `/`: the kernel resolves them to another path),
 names over NAME_MAX, writes and execs of paths that must be directories
-because other paths are below them, TCP to port 0, and loadLibrary (no hook
-enforces it; see docs/sandbox.md). Each decision must equal
+because other paths are below them, TCP to port 0. Each decision must equal
 `cedarpy.is_authorized` on the source policies, and each deny's event must
 name the same policies.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import os
@@ -52,7 +60,9 @@ CASE_NAMES = (
     "cidr-ports-protocols", "ipv6", "loopback-multicast", "protocols", "port-ranges", "hosts",
 )
 PER_CASE = 100
+PAIRS_PER_CASE = 12
 MIN_REPLAYED = 500
+PATH_ACTIONS = ("readFile", "writeFile", "exec", "loadLibrary")
 
 
 def draw(case: Case, comp: Any, n: int) -> list[Request]:
@@ -96,9 +106,7 @@ def plan(cases: list[tuple[Case, Any, list[Request]]]) -> tuple[set[str], set[st
 
 def usable(r: Request, dirs: set[str], skipped: dict[str, int]) -> bool:
     why = ""
-    if r.action == "loadLibrary":
-        why = "loadLibrary (not enforced by a hook)"
-    elif r.action == "connectNetwork":
+    if r.action == "connectNetwork":
         if r.protocol == "tcp" and r.port == 0:
             why = "TCP to port 0"
     elif not canonical(r.path):
@@ -117,6 +125,8 @@ def command(r: Request) -> dict[str, Any]:
         return {"op": "open", "path": r.path, "mode": "w"}
     if r.action == "exec":
         return {"op": "exec", "path": r.path}
+    if r.action == "loadLibrary":
+        return {"op": "mmap", "path": r.path}
     family = ipaddress.ip_address(r.ip).version
     return {"op": "connect", "family": family, "addr": r.ip, "port": r.port,
             "proto": r.protocol, "timeout": 2.0}
@@ -130,6 +140,9 @@ def kernel_allowed(r: Request, result: dict[str, Any]) -> bool:
     if r.action == "exec":
         assert e in (errno.ENOEXEC, errno.EPERM), (r, result)
         return bool(e == errno.ENOEXEC)
+    if r.action == "loadLibrary":
+        assert e in (0, errno.EPERM), (r, result)
+        return bool(e == 0)
     return bool(e != errno.ECONNREFUSED)
 
 
@@ -159,13 +172,14 @@ def test_replay_matches_cedar(make_cgroup: Any, tmp_path: Path) -> None:
                     if r.action == "connectNetwork" and r.protocol == "tcp" and r.port})
     pin_root = sandbox_pin_root()
     cg = make_cgroup()
-    replayed = denied = allowed = 0
+    replayed = denied = allowed = referred = 0
     problems: list[str] = []
     try:
         with SyscallWorker(cg) as w, locked(pin_root):
             assert w.errno(op="netns", anyip=True) == 0
             assert w.errno(op="listen", ports=ports) == 0
             assert w.errno(op="chroot", path=str(root)) == 0
+            assert w.errno(op="preopen", paths=sorted(files)) == 0
             lsm, _ = ensure_loaded(pin_root)
             assert lsm
             with SandboxMaps.open(pin_root) as maps:
@@ -183,6 +197,12 @@ def test_replay_matches_cedar(make_cgroup: Any, tmp_path: Path) -> None:
                         results = w.batch([command(r) for r in mine])
                         events: list[Decision] = trail.drain()
                         cedar = oracle.cedar(mine)
+                        libs = [i for i, r in enumerate(mine) if r.action == "loadLibrary"]
+                        as_exec = oracle.cedar([dataclasses.replace(mine[i], action="exec")
+                                                for i in libs])
+                        for i, ex in zip(libs, as_exec, strict=True):
+                            if ex[0].allow:  # a mapping `exec` permits is allowed
+                                cedar[i] = ex
                         for r, res, outs in zip(mine, results, cedar, strict=True):
                             ok = kernel_allowed(r, res)
                             replayed += 1
@@ -208,13 +228,48 @@ def test_replay_matches_cedar(make_cgroup: Any, tmp_path: Path) -> None:
                                                 f"{ev.policies}, cedar {outs[0].policies}")
                         if events:
                             problems.append(f"{len(events)} events without a deny: {events[:3]}")
+                        n, bad = refer_pairs(w, trail, oracle, sb.name, files, case.name)
+                        referred += n
+                        problems += bad
                 drops = trail.drops()
                 trail.close()
     finally:
         drop_pin_root(pin_root)
     print(f"replayed {replayed} requests in {len(CASE_NAMES)} policy sets: {allowed} allowed, "
-          f"{denied} denied; left out: {skipped}")
+          f"{denied} denied; {referred} exchanges (refer); left out: {skipped}")
     assert not problems, "\n".join(problems[:20])
     assert drops == 0
     assert replayed >= MIN_REPLAYED
+    assert referred >= 100
     assert allowed >= 50 and denied >= 50  # both outcomes, plenty of each
+
+
+def refer_pairs(w: SyscallWorker, trail: AuditTrail, oracle: Oracle, sandbox: str,
+                files: set[str], case: str) -> tuple[int, list[str]]:
+    """RENAME_EXCHANGE of file pairs near this case's literals, against the refer
+    rule stated on cedarpy's answers: writeFile on both, the same actions on both.
+    An exchange swaps two empty files: nothing a later request sees changes."""
+    pool = sorted(p for p in files if canonical(p) and len(p.encode()) < 250)
+    if len(pool) < 2:
+        return 0, []
+    step = max(1, len(pool) // PAIRS_PER_CASE)
+    pairs = [(pool[i], pool[(i * 7 + 3) % len(pool)]) for i in range(0, len(pool), step)]
+    pairs = [(a, b) for a, b in pairs if a != b][:PAIRS_PER_CASE]
+    asks = [Request(sandbox, act, path=p) for a, b in pairs for p in (a, b)
+            for act in PATH_ACTIONS]
+    answers = [o[0].allow for o in oracle.cedar(asks)]
+    results = w.batch([{"op": "rename", "src": a, "dst": b, "exchange": True}
+                       for a, b in pairs])
+    trail.drain()
+    problems = []
+    for k, ((a, b), res) in enumerate(zip(pairs, results, strict=True)):
+        got = answers[8 * k: 8 * k + 8]
+        ra, rb = got[:4], got[4:]
+        want = ra[1] and rb[1] and ra == rb
+        e = res["errno"]
+        if e not in (0, errno.ENOENT):
+            problems.append(f"{case}: exchange {a} <-> {b}: errno {e}")
+        elif (e == 0) != want:
+            problems.append(f"{case}: exchange {a} <-> {b}: kernel "
+                            f"{'allows' if e == 0 else 'denies'}, cedar rights {ra} / {rb}")
+    return len(pairs), problems
