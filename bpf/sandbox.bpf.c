@@ -329,10 +329,11 @@ static __always_inline struct manul_path_val *sbx_path_val(const struct sbx_who 
  * mask of path slots, all of which must be allowed; the first one that is
  * not decides. `any` (a mask) instead allows when any of its slots is
  * allowed (mmap PROT_EXEC: exec or loadLibrary). Reports a deny; returns 0
- * or -err (enforce mode, LSM). */
+ * or -err (enforce mode, LSM). `found` (may be NULL) receives the entry
+ * that decided, for callers that need its other slots (links, renames). */
 static __always_inline int sbx_path_decide(const struct sbx_who *who, struct sbx_scratch *s,
 					   long len, __u32 need, __u32 any, __u8 op,
-					   __u8 mechanism, int err)
+					   __u8 mechanism, int err, struct manul_path_val **found)
 {
 	struct manul_path_val *val = NULL;
 	struct sbx_ask a = { .action = sbx_first_slot(need | any), .op = op,
@@ -341,6 +342,8 @@ static __always_inline int sbx_path_decide(const struct sbx_who *who, struct sbx
 
 	if (len > 0) {
 		val = sbx_path_val(who, s, len);
+		if (found)
+			*found = val;
 		if (val)
 			allow = val->allow;
 		if (any) {
@@ -368,7 +371,7 @@ static __always_inline int sbx_path_decide(const struct sbx_who *who, struct sbx
 static __always_inline int sbx_path_check(const struct sbx_who *who, struct sbx_scratch *s,
 					  long len, __u32 need, __u8 op, __u8 mechanism, int err)
 {
-	return sbx_path_decide(who, s, len, need, 0, op, mechanism, err);
+	return sbx_path_decide(who, s, len, need, 0, op, mechanism, err, NULL);
 }
 
 /* Whether `mnt` is a kernel-internal mount: overlayfs opens its layers'
@@ -838,28 +841,32 @@ static __always_inline bool sbx_is_dir(struct dentry *d)
 /* Resolve one name and read what it grants; a directory's subtree too
  * (lookup of `D/`, whose entry bounds every path below D). Denies (and
  * reports writeFile) when the name itself is not writable. */
-static __always_inline int sbx_rights_of(const struct sbx_who *who, struct sbx_scratch *s,
-					 struct vfsmount *mnt, struct dentry *d, bool dir,
-					 __u8 op, struct sbx_rights *r)
+static __always_inline void sbx_rights_fill(struct sbx_rights *r,
+					    const struct manul_path_val *val, long len)
 {
-	struct manul_path_val *val;
-	long len;
-	int err;
-
-	len = sbx_resolve(s, mnt, d);
-	err = sbx_path_check(who, s, len, 1U << MANUL_SBX_WRITE, op, MANUL_SBX_M_LSM, ENOENT);
-	if (err || len <= 0)
-		return err ? err : 1;	/* audit mode: reported; stop here */
 	r->len = len;
-	val = sbx_path_val(who, s, len);
-	if (!val)
-		return 1;		/* no entry: nothing allowed (deny reported above) */
 	r->allow = val->allow & SBX_ALL_SLOTS;
 	r->sub_or = r->sub_and = r->allow;
 	r->rule_id[0] = val->rule_id[0];
 	r->rule_id[1] = val->rule_id[1];
 	r->rule_id[2] = val->rule_id[2];
 	r->rule_id[3] = val->rule_id[3];
+}
+
+static __always_inline int sbx_rights_of(const struct sbx_who *who, struct sbx_scratch *s,
+					 struct vfsmount *mnt, struct dentry *d, bool dir,
+					 __u8 op, struct sbx_rights *r)
+{
+	struct manul_path_val *val = NULL;
+	long len;
+	int err;
+
+	len = sbx_resolve(s, mnt, d);
+	err = sbx_path_decide(who, s, len, 1U << MANUL_SBX_WRITE, 0, op, MANUL_SBX_M_LSM, ENOENT,
+			      &val);
+	if (err || len <= 0 || !val)
+		return err ? err : 1;	/* audit mode, or no entry: reported; stop here */
+	sbx_rights_fill(r, val, len);
 	if (dir && len >= 2 && len <= MANUL_SBX_PATH_BYTES) {
 		/* "D\0" -> "D/": the longest entry covering everything below D */
 		s->path[(len - 1) & SBX_PATH_MASK] = '/';
@@ -912,6 +919,7 @@ int BPF_PROG(manul_sbx_path_link, struct dentry *old_dentry, const struct path *
 	     struct dentry *new_dentry, int ret)
 {
 	struct sbx_rights from = {}, to = {};
+	struct manul_path_val *val;
 	struct vfsmount *mnt;
 	struct sbx_who who;
 	struct sbx_scratch *s;
@@ -935,17 +943,9 @@ int BPF_PROG(manul_sbx_path_link, struct dentry *old_dentry, const struct path *
 	if (from.len <= 0)
 		return sbx_path_check(&who, s, from.len, 1U << MANUL_SBX_READ, MANUL_SBX_OP_LINK,
 				      MANUL_SBX_M_LSM, ENOENT);
-	{
-		struct manul_path_val *val = sbx_path_val(&who, s, from.len);
-
-		if (val) {
-			from.allow = val->allow & SBX_ALL_SLOTS;
-			from.rule_id[0] = val->rule_id[0];
-			from.rule_id[1] = val->rule_id[1];
-			from.rule_id[2] = val->rule_id[2];
-			from.rule_id[3] = val->rule_id[3];
-		}
-	}
+	val = sbx_path_val(&who, s, from.len);
+	if (val)
+		sbx_rights_fill(&from, val, from.len);	/* no entry: it grants nothing */
 	return sbx_refer(&who, s, &from, &to, false, MANUL_SBX_OP_LINK, true);
 }
 
@@ -1024,7 +1024,7 @@ static __always_inline int sbx_map_exec(struct file *file, __u8 op)
 	return sbx_path_decide(&who, s, sbx_resolve(s, BPF_CORE_READ(file, f_path.mnt),
 						     BPF_CORE_READ(file, f_path.dentry)),
 			       0, (1U << MANUL_SBX_EXEC) | (1U << MANUL_SBX_LOAD_LIBRARY), op,
-			       MANUL_SBX_M_LSM, EPERM);
+			       MANUL_SBX_M_LSM, EPERM, NULL);
 }
 
 SEC("lsm/mmap_file")
