@@ -219,7 +219,8 @@ def test_plain_http_and_other_tcp_produce_nothing(cgroup: Cgroup, tmp_path: Path
     srv.bind(("127.0.0.1", 0))
     srv.listen(16)
     port = srv.getsockname()[1]
-    http = subprocess.Popen([sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1"],
+    # -u: its "Serving HTTP on ..." line must reach the pipe before it serves
+    http = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=tmp_path)
     assert http.stdout is not None
