@@ -215,6 +215,86 @@ struct {
 	__type(value, struct sbx_exec_state);
 } sbx_exec SEC(".maps");
 
+/* Stacked file systems. overlayfs (every container's root) does its own
+ * work on its layers -- copy-up opens, attributes and xattrs, the real
+ * file behind an open -- with its mounter's credentials, from inside an
+ * operation on the overlay that a hook here has already decided; those
+ * inner calls name the layers, not anything the sandbox's policy names,
+ * and are not decided again. They are recognised by the credentials: the
+ * task's effective cred is overridden (cred != real_cred) and is the
+ * creator_cred of an overlay a sandboxed task has reached through a hook
+ * here (noted in sbx_walk, before any inner call can happen), with the same
+ * fsuid and effective capabilities as when noted. A task cannot install
+ * another task's cred as its own, so this is not a way around a sandbox;
+ * io_uring personalities are the task's own earlier creds. */
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+
+struct ovl_fs___manul {
+	const struct cred *creator_cred;
+} __attribute__((preserve_access_index));
+
+struct sbx_stack_cred {
+	__u64 sb;			/* the overlay's super block, for debugging */
+	__u64 cap_effective;
+	__u32 fsuid;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);		/* struct cred * */
+	__type(value, struct sbx_stack_cred);
+} sbx_stack_creds SEC(".maps");
+
+static __always_inline void sbx_cred_id(const struct cred *cred, struct sbx_stack_cred *v)
+{
+	v->fsuid = BPF_CORE_READ(cred, fsuid.val);
+	bpf_probe_read_kernel(&v->cap_effective, sizeof(v->cap_effective),
+			      (void *)cred + bpf_core_field_offset(struct cred, cap_effective));
+}
+
+/* Note the creator cred of the overlay `sb`, if it is one. */
+static __always_inline void sbx_note_stack(struct super_block *sb)
+{
+	struct sbx_stack_cred v = {};
+	struct ovl_fs___manul *ofs;
+	const struct cred *cred;
+	__u64 key;
+
+	if (!bpf_core_type_exists(struct ovl_fs___manul))
+		return;		/* overlay is not loaded: its inner calls are decided (fail closed) */
+	if (BPF_CORE_READ(sb, s_magic) != OVERLAYFS_SUPER_MAGIC)
+		return;
+	ofs = BPF_CORE_READ(sb, s_fs_info);
+	cred = BPF_CORE_READ(ofs, creator_cred);
+	if (!cred)
+		return;
+	key = (__u64)cred;
+	if (bpf_map_lookup_elem(&sbx_stack_creds, &key))
+		return;
+	v.sb = (__u64)sb;
+	sbx_cred_id(cred, &v);
+	bpf_map_update_elem(&sbx_stack_creds, &key, &v, BPF_ANY);
+}
+
+/* Whether this call is a stacked file system's own work (see above). */
+static __always_inline bool sbx_stacked(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	const struct cred *cred = BPF_CORE_READ(task, cred);
+	struct sbx_stack_cred *known, now = {};
+	__u64 key = (__u64)cred;
+
+	if (cred == BPF_CORE_READ(task, real_cred))
+		return false;
+	known = bpf_map_lookup_elem(&sbx_stack_creds, &key);
+	if (!known)
+		return false;
+	sbx_cred_id(cred, &now);
+	return now.fsuid == known->fsuid && now.cap_effective == known->cap_effective;
+}
+
 /* What is being decided, for the report. */
 struct sbx_ask {
 	__u8 action;			/* path slot, MANUL_SBX_CONNECT, ... */
@@ -406,6 +486,7 @@ int BPF_PROG(manul_sbx_file_open, struct file *file, int ret)
 		return 0;
 	if (sbx_internal_mount(file->f_path.mnt))
 		return 0;
+	sbx_note_stack(BPF_CORE_READ(file, f_path.mnt, mnt_sb));
 	if (mode & FMODE_READ)
 		need |= 1U << MANUL_SBX_READ;
 	if (mode & FMODE_WRITE)
@@ -473,6 +554,7 @@ struct sbx_walk_ctx {
 	__u32 pos;			/* where the path starts in s->walk */
 	__u32 done;			/* reached the root */
 	__u32 outside;			/* the dentry is not below the mount's root */
+	__u32 unreached;		/* ... or below it, but not below the task's root */
 };
 
 /* One step up: a component, or a mount crossing. 1 stops bpf_loop. */
@@ -490,8 +572,10 @@ static long sbx_walk_step(__u32 i, void *data)
 	mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
 	if (dentry == mnt_root) {
 		mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
-		if (mnt_parent == mnt)
-			goto done;	/* the namespace's root mount */
+		if (mnt_parent == mnt) {
+			c->unreached = 1;	/* the namespace's root, not the task's */
+			goto done;
+		}
 		c->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 		c->mnt = mnt_parent;
 		c->vfsmnt = (void *)mnt_parent + c->mnt_off;
@@ -527,9 +611,11 @@ done:
  * d_path would (bpf_d_path is not allowed in tracepoints); returns its
  * length with the NUL, 0 when the dentry is not below the mount's root, or
  * -1 when it is deeper than SBX_WALK_DEPTH components or longer than
- * PATH_MAX. */
-static __always_inline long sbx_walk(struct sbx_scratch *s, struct vfsmount *vfsmnt,
-				     struct dentry *dentry)
+ * PATH_MAX. A name the task's root does not reach (a chroot's caller, an fd
+ * from outside it) is, like d_path's, the path from the namespace's root;
+ * with `reachable`, it is 0 instead: no name the task has. */
+static __always_inline long sbx_walk_from(struct sbx_scratch *s, struct vfsmount *vfsmnt,
+					  struct dentry *dentry, bool reachable)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct sbx_walk_ctx c = {
@@ -542,9 +628,11 @@ static __always_inline long sbx_walk(struct sbx_scratch *s, struct vfsmount *vfs
 		.pos = SBX_PATH_BUF - 1,
 		.done = 0,
 		.outside = 0,
+		.unreached = 0,
 	};
 	__u32 pos, len;
 
+	sbx_note_stack(BPF_CORE_READ(vfsmnt, mnt_sb));
 	c.mnt = (void *)vfsmnt - c.mnt_off;
 	s->walk[SBX_PATH_BUF - 1] = 0;
 	bpf_loop(SBX_WALK_DEPTH, sbx_walk_step, &c, 0);
@@ -552,7 +640,7 @@ static __always_inline long sbx_walk(struct sbx_scratch *s, struct vfsmount *vfs
 		manul_count_err(MANUL_ERR_TRUNCATED);
 		return -1;
 	}
-	if (c.outside)
+	if (c.outside || (reachable && c.unreached))
 		return 0;	/* not below this mount: no path through it */
 	pos = c.pos;
 	if (pos == SBX_PATH_BUF - 1) {
@@ -571,6 +659,12 @@ static __always_inline long sbx_walk(struct sbx_scratch *s, struct vfsmount *vfs
 /* ---- operations that change what a path names: writeFile ---------------- */
 
 /* (mnt, dentry) -> s->path; the length with the NUL, or <= 0. */
+static __always_inline long sbx_walk(struct sbx_scratch *s, struct vfsmount *vfsmnt,
+				     struct dentry *dentry)
+{
+	return sbx_walk_from(s, vfsmnt, dentry, false);
+}
+
 static __always_inline long sbx_resolve(struct sbx_scratch *s, struct vfsmount *mnt,
 					struct dentry *dentry)
 {
@@ -724,7 +818,8 @@ static long sbx_mnt_step(__u32 i, void *data)
 	if (!m)
 		return 1;
 	if (BPF_CORE_READ(m, mnt_ns) == c->ns) {
-		len = sbx_walk(c->s, (void *)m + bpf_core_field_offset(struct mount, mnt), c->dentry);
+		len = sbx_walk_from(c->s, (void *)m + bpf_core_field_offset(struct mount, mnt),
+				    c->dentry, true);
 		if (len != 0) {
 			c->found++;
 			c->err = sbx_path_check(c->who, c->s, len, 1U << MANUL_SBX_WRITE, c->op,
@@ -738,8 +833,9 @@ static long sbx_mnt_step(__u32 i, void *data)
 }
 
 /* writeFile on a dentry the hook got without its mount: every mount of its
- * super block in the task's mount namespace that the dentry lies below
- * names it once, and every such path must permit the write. None found, or
+ * super block in the task's mount namespace that the dentry lies below, and
+ * that the task's root reaches, names it once; every such path must permit
+ * the write. None found, or
  * more mounts than we look through: denied (fail closed). */
 static __always_inline int sbx_write_dentry(struct dentry *dentry, __u8 op)
 {
@@ -747,7 +843,7 @@ static __always_inline int sbx_write_dentry(struct dentry *dentry, __u8 op)
 	struct sbx_mnt_ctx c = {};
 	struct sbx_who who;
 
-	if (!sbx_bound(&who))
+	if (!sbx_bound(&who) || sbx_stacked())
 		return 0;
 	c.s = sbx_scratch_get();
 	if (!c.s)

@@ -231,26 +231,23 @@ class UringParams(ctypes.Structure):
                 ("sq_off", ctypes.c_uint32 * 10), ("cq_off", ctypes.c_uint32 * 10))
 
 
-def uring_connect(family, addr, port):
-    """connect() through io_uring (IORING_OP_CONNECT), by raw syscalls: the
-    completion's result, as an errno (0: connected)."""
-    fam = socket.AF_INET6 if family == 6 else socket.AF_INET
-    sock = socket.socket(fam, socket.SOCK_STREAM)
-    if family == 6:
-        sa = (ctypes.c_ubyte * 28)()
-        packed = (socket.AF_INET6).to_bytes(2, "little") + port.to_bytes(2, "big") + bytes(4) \
-            + socket.inet_pton(socket.AF_INET6, addr) + bytes(4)
-    else:
-        sa = (ctypes.c_ubyte * 16)()
-        packed = (socket.AF_INET).to_bytes(2, "little") + port.to_bytes(2, "big") \
-            + socket.inet_aton(addr) + bytes(8)
-    ctypes.memmove(sa, packed, len(packed))
+def uring_submit(sqe, *, personality=False):
+    """One submission through io_uring, by raw syscalls: the completion's
+    result as an errno (0: done; 1000+errno: io_uring itself failed). With
+    `personality`, the ring runs it with the credentials this process had
+    before a credentials change (IORING_REGISTER_PERSONALITY, then
+    setgroups): the cred override a stacked file system's own work has."""
     p = UringParams()
     fd = libc.syscall(425, 4, ctypes.byref(p))  # io_uring_setup
     if fd < 0:
-        sock.close()
         return 1000 + ctypes.get_errno()  # io_uring itself unavailable: not a decision
     try:
+        if personality:
+            pid = libc.syscall(427, fd, 9, None, 0)  # io_uring_register, REGISTER_PERSONALITY
+            if pid < 0:
+                return 1000 + ctypes.get_errno()
+            os.setgroups(os.getgroups())  # a new cred: the registered one is now an override
+            sqe[42:44] = pid.to_bytes(2, "little")
         sq_sz = p.sq_off[6] + p.sq_entries * 4  # array offset + entries
         cq_sz = p.cq_off[5] + p.cq_entries * 16  # cqes offset + entries
         sq = mmap.mmap(fd, max(sq_sz, cq_sz), mmap.MAP_SHARED,
@@ -258,11 +255,6 @@ def uring_connect(family, addr, port):
         sqes = mmap.mmap(fd, p.sq_entries * 64, mmap.MAP_SHARED,
                          mmap.PROT_READ | mmap.PROT_WRITE, offset=0x10000000)
         cq = sq  # IORING_FEAT_SINGLE_MMAP (5.4+): one mapping for both rings
-        sqe = bytearray(64)
-        sqe[0] = 16  # IORING_OP_CONNECT
-        sqe[4:8] = sock.fileno().to_bytes(4, "little", signed=True)
-        sqe[8:16] = len(packed).to_bytes(8, "little")  # off: addrlen
-        sqe[16:24] = ctypes.addressof(sa).to_bytes(8, "little")  # addr
         sqes[0:64] = bytes(sqe)
         tail_off, mask_off, array_off = p.sq_off[1], p.sq_off[2], p.sq_off[6]
         tail = int.from_bytes(sq[tail_off:tail_off + 4], "little")
@@ -280,7 +272,45 @@ def uring_connect(family, addr, port):
         return -res if res < 0 else 0
     finally:
         os.close(fd)
+
+
+def uring_connect(family, addr, port):
+    """connect() through io_uring (IORING_OP_CONNECT)."""
+    fam = socket.AF_INET6 if family == 6 else socket.AF_INET
+    sock = socket.socket(fam, socket.SOCK_STREAM)
+    if family == 6:
+        sa = (ctypes.c_ubyte * 28)()
+        packed = (socket.AF_INET6).to_bytes(2, "little") + port.to_bytes(2, "big") + bytes(4) \
+            + socket.inet_pton(socket.AF_INET6, addr) + bytes(4)
+    else:
+        sa = (ctypes.c_ubyte * 16)()
+        packed = (socket.AF_INET).to_bytes(2, "little") + port.to_bytes(2, "big") \
+            + socket.inet_aton(addr) + bytes(8)
+    ctypes.memmove(sa, packed, len(packed))
+    sqe = bytearray(64)
+    sqe[0] = 16  # IORING_OP_CONNECT
+    sqe[4:8] = sock.fileno().to_bytes(4, "little", signed=True)
+    sqe[8:16] = len(packed).to_bytes(8, "little")  # off: addrlen
+    sqe[16:24] = ctypes.addressof(sa).to_bytes(8, "little")  # addr
+    try:
+        return uring_submit(sqe)
+    finally:
         sock.close()
+
+
+def uring_setxattr(path, personality):
+    """setxattr() through io_uring (IORING_OP_SETXATTR, 5.19+), optionally
+    with an earlier cred as the ring's personality."""
+    name = ctypes.create_string_buffer(b"trusted.manul")
+    value = ctypes.create_string_buffer(b"1", 1)
+    cpath = ctypes.create_string_buffer(path.encode())
+    sqe = bytearray(64)
+    sqe[0] = 42  # IORING_OP_SETXATTR
+    sqe[8:16] = ctypes.addressof(value).to_bytes(8, "little")  # addr2: the value
+    sqe[16:24] = ctypes.addressof(name).to_bytes(8, "little")  # addr: the name
+    sqe[24:28] = (1).to_bytes(4, "little")  # len: the value's
+    sqe[48:56] = ctypes.addressof(cpath).to_bytes(8, "little")  # addr3: the path
+    return uring_submit(sqe, personality=personality)
 
 
 def raw_socket(kind):
@@ -415,6 +445,8 @@ def run(c):
         return {"errno": fastopen(c["family"], c["addr"], c["port"])}
     if op == "uring_connect":
         return {"errno": uring_connect(c["family"], c["addr"], c["port"])}
+    if op == "uring_setxattr":
+        return {"errno": uring_setxattr(c["path"], c.get("personality", False))}
     if op == "raw_socket":
         return {"errno": raw_socket(c["kind"])}
     if op == "buf":

@@ -128,12 +128,31 @@ def probe_lsm() -> Feature:
     return Feature("bpf_lsm", title, ok, detail, "" if ok else fb)
 
 
+def probe_overlay() -> Feature:
+    """Whether the sandbox can tell overlayfs' own work on its layers (copy-up)
+    from a caller's: it reads `struct ovl_fs` from the overlay module's BTF
+    (or vmlinux's, when built in) when its programs load."""
+    title = "overlayfs BTF (container copy-ups)"
+    fb = ("inner calls of overlayfs are decided like the caller's: inside a sandbox, "
+          "changing an image file (copy-up) is refused; load `overlay` before the agent")
+    if Path("/sys/kernel/btf/overlay").exists():
+        return Feature("overlay_btf", title, True, "`/sys/kernel/btf/overlay` is loaded")
+    try:
+        with Btf.from_file(Path("/sys/kernel/btf/vmlinux")) as btf:
+            if btf.has_struct("ovl_fs"):
+                return Feature("overlay_btf", title, True, "overlayfs is built in")
+    except KernelError as e:
+        return Feature("overlay_btf", title, False, f"cannot read kernel BTF: {e.reason}", fb)
+    return Feature("overlay_btf", title, False,
+                   "the `overlay` module is not loaded (no `/sys/kernel/btf/overlay`)", fb)
+
+
 def probe_all() -> list[Feature]:
     """Probe every mechanism Manul may use, in doctor's order."""
     fs.ensure_bpffs()
     with contextlib.suppress(KernelError):
         fs.ensure_tracefs()
-    out = [probe_btf(), probe_cgroup2(), probe_lsm()]
+    out = [probe_btf(), probe_cgroup2(), probe_lsm(), probe_overlay()]
     rows: list[tuple[str, str, str, str]] = [
         ("fentry", "BPF trampolines (fentry)", "probe_fentry",
          "tracepoints and raw tracepoints"),
@@ -168,7 +187,7 @@ SANDBOX_MECHANISMS: dict[bool, tuple[tuple[str, str, bool], ...]] = {
     True: (
         ("readFile", "lsm:file_open", True),
         ("writeFile", "lsm:file_open+path_mknod/mkdir/unlink/rmdir/symlink/truncate/"
-         "chmod/chown/link/rename", True),
+         "chmod/chown/link/rename+inode_setattr/setxattr/removexattr", True),
         ("exec", "lsm:bprm_check_security+mmap_file/file_mprotect", True),
         ("loadLibrary", "lsm:mmap_file/file_mprotect", True),
         ("connectNetwork", "lsm:socket_connect/socket_sendmsg+cgroup:sendmsg4/6", True),

@@ -43,9 +43,8 @@ LSM_PROGRAMS = (
     "manul_sbx_file_open", "manul_sbx_path_mknod", "manul_sbx_path_mkdir",
     "manul_sbx_path_unlink", "manul_sbx_path_rmdir", "manul_sbx_path_symlink",
     "manul_sbx_path_truncate", "manul_sbx_path_chmod", "manul_sbx_path_chown",
-    "manul_sbx_path_link", "manul_sbx_path_rename",
-    # (manul_sbx_inode_setxattr/removexattr/setattr are built but not loaded yet:
-    # in the VM they refused a permitted utime; see docs/sandbox.md)
+    "manul_sbx_path_link", "manul_sbx_path_rename", "manul_sbx_inode_setxattr",
+    "manul_sbx_inode_removexattr", "manul_sbx_inode_setattr",
     # exec and executable mappings
     "manul_sbx_bprm_check", "manul_sbx_exec_done", "manul_sbx_mmap_file",
     "manul_sbx_file_mprotect",

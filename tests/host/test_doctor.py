@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 from agent.errors import KernelError
 from agent.kernel import BpfObject, fs
@@ -36,8 +37,14 @@ def test_json_report_matches_an_independent_attempt() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads(r.stdout)
     features = {f["key"]: f for f in doc["features"]}
-    assert set(features) == {"btf", "cgroup_v2", "bpf_lsm", "fentry", "ringbuf", "tracepoint",
-                             "raw_tracepoint", "tp_btf", "cgroup_skb", "sock_addr", "uprobe"}
+    assert set(features) == {"btf", "cgroup_v2", "bpf_lsm", "overlay_btf", "fentry", "ringbuf",
+                             "tracepoint", "raw_tracepoint", "tp_btf", "cgroup_skb", "sock_addr",
+                             "uprobe"}
+    # the sandbox reads overlayfs' struct from its module's BTF, or vmlinux's when built in
+    overlay = Path("/sys/kernel/btf/overlay").exists() or "STRUCT 'ovl_fs'" in subprocess.run(
+        ["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux"],
+        capture_output=True, text=True, check=True).stdout
+    assert features["overlay_btf"]["available"] == overlay
     assert doc["lsms"] == fs.active_lsms()
     # Manul's own host tests load these on this kernel; doctor must agree.
     for key in ("btf", "cgroup_v2", "ringbuf", "tracepoint", "cgroup_skb", "sock_addr"):

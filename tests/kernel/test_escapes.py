@@ -17,6 +17,7 @@ import errno
 import json
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,6 +148,7 @@ def test_every_path_change_is_a_write(pair: tuple[SyscallWorker, SyscallWorker],
                   {"op": "mkdir", "path": "/ro/d"}, {"op": "rmdir", "path": "/ro/dir"},
                   {"op": "mkfifo", "path": "/ro/p"}, {"op": "create", "path": "/ro/new"},
                   {"op": "symlink", "target": "x", "path": "/ro/s"},
+                  {"op": "utime", "path": "/ro/f"}, {"op": "setxattr", "path": "/ro/f"},
                   {"op": "unlink", "path": "/workspace/.git/config"},
                   {"op": "open", "path": "/workspace/.git/config", "mode": "w"}):
         assert w.errno(**probe) == errno.ENOENT, probe
@@ -159,14 +161,78 @@ def test_every_path_change_is_a_write(pair: tuple[SyscallWorker, SyscallWorker],
                   {"op": "truncate", "path": "/workspace/new"},
                   {"op": "chmod", "path": "/workspace/new"},
                   {"op": "chown", "path": "/workspace/new"},
+                  {"op": "utime", "path": "/workspace/new"},
+                  {"op": "setxattr", "path": "/workspace/new"},
+                  {"op": "removexattr", "path": "/workspace/new"},
                   {"op": "mkdir", "path": "/workspace/nd"},
                   {"op": "rmdir", "path": "/workspace/nd"},
                   {"op": "mkfifo", "path": "/workspace/p"},
                   {"op": "unlink", "path": "/workspace/new"}):
         assert w.errno(**probe) == 0, probe
     assert o.errno(op="chmod", path="/ro/g") == 0
+    assert o.errno(op="utime", path="/ro/g") == 0
+    assert o.errno(op="setxattr", path="/ro/g") == 0
     assert o.errno(op="unlink", path="/ro/g") == 0
     assert o.errno(op="create", path="/ro/new") == 0
+
+
+@pytest.fixture
+def layered(root: Path, tmp_path: Path) -> Iterator[Path]:
+    """A container's root file system: overlayfs over image layers at
+    /workspace/ov (writable) and /ro/ov (read-only), each lower file with an
+    xattr, so that a change copies it up (overlayfs then sets times, modes
+    and xattrs on its layers with its mounter's credentials)."""
+    base = tmp_path / "layers"  # a tmpfs: an upper layer cannot be on the VM's overlay /tmp
+    base.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "layers", str(base)], check=True)
+    mounted = []
+    for where in ("workspace/ov", "ro/ov"):
+        layers = base / where.replace("/", "-")
+        lower, upper, work = layers / "lower", layers / "upper", layers / "work"
+        for d in (lower, upper, work):
+            d.mkdir(parents=True)
+        for name in ("a", "b", "c", "d"):
+            (lower / name).write_text(name)
+            os.setxattr(lower / name, "trusted.image", b"1")
+        target = root / where
+        target.mkdir()
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                        f"lowerdir={lower},upperdir={upper},workdir={work}", str(target)],
+                       check=True)
+        mounted.append(target)
+    yield root
+    for target in (*mounted, base):
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def test_container_layers_copy_up_and_stay_decided(
+        layered: Path, pair: tuple[SyscallWorker, SyscallWorker], tmp_path: Path) -> None:
+    w, o = pair
+    # where writeFile is permitted, changing an image file works (copy-up)
+    for probe in ({"op": "open", "path": "/workspace/ov/a", "mode": "w"},
+                  {"op": "utime", "path": "/workspace/ov/b"},
+                  {"op": "setxattr", "path": "/workspace/ov/c"},
+                  {"op": "chmod", "path": "/workspace/ov/d"}):
+        assert w.errno(**probe) == 0, probe
+    upper = tmp_path / "layers" / "workspace-ov" / "upper"
+    assert {p.name for p in upper.iterdir()} == {"a", "b", "c", "d"}  # all copied up
+    # where it is not, the overlay's own work does not make it so
+    for probe in ({"op": "open", "path": "/ro/ov/a", "mode": "w"},
+                  {"op": "utime", "path": "/ro/ov/b"},
+                  {"op": "setxattr", "path": "/ro/ov/c"},
+                  {"op": "chmod", "path": "/ro/ov/d"}):
+        assert w.errno(**probe) == errno.ENOENT, probe
+    assert not any((tmp_path / "layers" / "ro-ov" / "upper").iterdir())  # nothing copied up
+    # the positive control: outside the sandbox, the same changes work
+    assert o.errno(op="utime", path="/ro/ov/b") == 0
+    assert o.errno(op="setxattr", path="/ro/ov/c") == 0
+    # overridden credentials are not enough to pass for the overlay's own
+    # work: io_uring runs a setxattr with an earlier cred of the caller's
+    for where in ("/ro/ov/a", "/ro/f"):
+        assert w.errno(op="uring_setxattr", path=where, personality=True) == errno.ENOENT
+        assert w.errno(op="uring_setxattr", path=where) == errno.ENOENT
+    assert w.errno(op="uring_setxattr", path="/workspace/a", personality=True) == 0
+    assert o.errno(op="uring_setxattr", path="/ro/f", personality=True) == 0
 
 
 def test_executable_mappings_need_exec_or_load_library(
