@@ -934,9 +934,7 @@ static __always_inline bool sbx_is_dir(struct dentry *d)
 	return (BPF_CORE_READ(d, d_inode, i_mode) & S_IFMT) == S_IFDIR;
 }
 
-/* Resolve one name and read what it grants; a directory's subtree too
- * (lookup of `D/`, whose entry bounds every path below D). Denies (and
- * reports writeFile) when the name itself is not writable. */
+/* What the entry `val` grants the name it decided (`len` bytes). */
 static __always_inline void sbx_rights_fill(struct sbx_rights *r,
 					    const struct manul_path_val *val, long len)
 {
@@ -949,15 +947,40 @@ static __always_inline void sbx_rights_fill(struct sbx_rights *r,
 	r->rule_id[3] = val->rule_id[3];
 }
 
-static __always_inline int sbx_rights_of(const struct sbx_who *who, struct sbx_scratch *s,
-					 struct vfsmount *mnt, struct dentry *d, bool dir,
-					 __u8 op, struct sbx_rights *r)
+/* s->path holds a directory's path (`dirlen` bytes with the NUL): make it
+ * the path of its entry `d` (existing or not), as sbx_walk(d) would give,
+ * without walking the directory again. */
+static __always_inline long sbx_dir_name(struct sbx_scratch *s, long dirlen, struct dentry *d)
+{
+	struct qstr name = BPF_CORE_READ(d, d_name);
+	__u32 pos, len = name.len;
+
+	if (dirlen <= 0)
+		return dirlen;
+	pos = dirlen - 1;		/* where the NUL is */
+	if (len > SBX_NAME_MAX || pos + len + 2 > SBX_PATH_BUF)
+		return -1;
+	if (dirlen != 2) {		/* "/\0": the root takes no separator */
+		s->path[pos & SBX_PATH_MASK] = '/';
+		pos++;
+	}
+	if (bpf_probe_read_kernel(&s->path[pos & SBX_PATH_MASK], len & SBX_NAME_MAX, name.name) < 0)
+		return -1;
+	pos += len;
+	s->path[pos & SBX_PATH_MASK] = 0;
+	return pos + 1;
+}
+
+/* What the path in s->path (`len` bytes, <= 0: unresolved) grants, in r;
+ * its directory's subtree too (lookup of `D/`, whose entry bounds every
+ * path below D). Denies (and reports writeFile) when the name itself is not
+ * writable: non-zero then (-err to return, or 1: stop, reported). */
+static __always_inline int sbx_rights_at(const struct sbx_who *who, struct sbx_scratch *s,
+					 long len, bool dir, __u8 op, struct sbx_rights *r)
 {
 	struct manul_path_val *val = NULL;
-	long len;
 	int err;
 
-	len = sbx_resolve(s, mnt, d);
 	err = sbx_path_decide(who, s, len, 1U << MANUL_SBX_WRITE, 0, op, MANUL_SBX_M_LSM, ENOENT,
 			      &val);
 	if (err || len <= 0 || !val)
@@ -1030,7 +1053,9 @@ int BPF_PROG(manul_sbx_path_link, struct dentry *old_dentry, const struct path *
 		return sbx_fail(&who, MANUL_SBX_WRITE, MANUL_SBX_OP_LINK, MANUL_SBX_M_LSM,
 				MANUL_ERR_NO_SCRATCH, ENOENT);
 	mnt = BPF_CORE_READ(new_dir, mnt);	/* a link never crosses mounts */
-	err = sbx_rights_of(&who, s, mnt, new_dentry, false, MANUL_SBX_OP_LINK, &to);
+	err = sbx_rights_at(&who, s, sbx_dir_name(s, sbx_resolve(s, mnt, BPF_CORE_READ(new_dir, dentry)),
+						   new_dentry),
+			    false, MANUL_SBX_OP_LINK, &to);
 	if (err)
 		return err < 0 ? err : 0;
 	/* the old name needs no writeFile: linking does not change it; but it
@@ -1050,10 +1075,12 @@ int BPF_PROG(manul_sbx_path_rename, const struct path *old_dir, struct dentry *o
 	     const struct path *new_dir, struct dentry *new_dentry, unsigned int flags, int ret)
 {
 	struct sbx_rights from = {}, to = {};
+	struct dentry *old_parent, *new_parent;
 	struct vfsmount *mnt;
 	struct sbx_who who;
 	struct sbx_scratch *s;
 	bool exchange = flags & RENAME_EXCHANGE, old_is_dir, new_is_dir = false;
+	long dirlen;
 	int err;
 
 	if (ret)
@@ -1065,29 +1092,31 @@ int BPF_PROG(manul_sbx_path_rename, const struct path *old_dir, struct dentry *o
 		return sbx_fail(&who, MANUL_SBX_WRITE, MANUL_SBX_OP_RENAME, MANUL_SBX_M_LSM,
 				MANUL_ERR_NO_SCRATCH, ENOENT);
 	mnt = BPF_CORE_READ(old_dir, mnt);	/* a rename never crosses mounts */
+	old_parent = BPF_CORE_READ(old_dir, dentry);
+	new_parent = BPF_CORE_READ(new_dir, dentry);
 	old_is_dir = sbx_is_dir(old_dentry);
 	if (exchange)
 		new_is_dir = sbx_is_dir(new_dentry);
-	/* the new name first, so that the old one is in s->path for the report */
-	err = sbx_rights_of(&who, s, mnt, new_dentry, old_is_dir || new_is_dir,
-			    MANUL_SBX_OP_RENAME, &to);
+	/* the new name first, so that the old one is in s->path for the report;
+	 * a rename within one directory walks it once */
+	dirlen = sbx_resolve(s, mnt, new_parent);
+	err = sbx_rights_at(&who, s, sbx_dir_name(s, dirlen, new_dentry),
+			    old_is_dir || new_is_dir, MANUL_SBX_OP_RENAME, &to);
+	if (err)
+		return err < 0 ? err : 0;
+	if (old_parent != new_parent)
+		dirlen = sbx_resolve(s, mnt, old_parent);
+	/* with RENAME_EXCHANGE the object at the new name moves to the old one
+	 * too: both names must be writable and neither move may gain rights */
+	err = sbx_rights_at(&who, s, sbx_dir_name(s, dirlen, old_dentry),
+			    old_is_dir || new_is_dir, MANUL_SBX_OP_RENAME, &from);
 	if (err)
 		return err < 0 ? err : 0;
 	if (exchange) {
-		/* the object at the new name moves to the old one: check it while
-		 * the new name is still resolved */
-		err = sbx_rights_of(&who, s, mnt, old_dentry, old_is_dir || new_is_dir,
-				    MANUL_SBX_OP_RENAME, &from);
-		if (err)
-			return err < 0 ? err : 0;
 		err = sbx_refer(&who, s, &to, &from, new_is_dir, MANUL_SBX_OP_RENAME, false);
 		if (err)
 			return err;
-		return sbx_refer(&who, s, &from, &to, old_is_dir, MANUL_SBX_OP_RENAME, true);
 	}
-	err = sbx_rights_of(&who, s, mnt, old_dentry, old_is_dir, MANUL_SBX_OP_RENAME, &from);
-	if (err)
-		return err < 0 ? err : 0;
 	return sbx_refer(&who, s, &from, &to, old_is_dir, MANUL_SBX_OP_RENAME, true);
 }
 

@@ -97,12 +97,15 @@ def authz() -> None:
               help="gRPC worker threads.")
 @click.option("--reload-interval", type=float, default=1.0, show_default=True,
               help="Seconds between checks for registry and policy changes.")
+@click.option("--max-connections", type=click.IntRange(1, 1_000_000), default=None,
+              help="Open gateway connections before new ones are closed at once "
+                   "(default: what the descriptor limit allows, at most 4096).")
 def serve(socket_path: Path, registry: Path, policies: Path, socket_group: str | None,
           allow_uid: tuple[str, ...], allow_gid: tuple[str, ...], http_addr: str, issuer: str,
           audience: tuple[str, ...], trust_issuer: tuple[str, ...], jwt_metadata_key: str,
           jwks_ca_file: str | None, key_file: Path | None, rotate_every: float,
           token_lifetime: int, leeway: int, audit_log: str | None, trace_file: Path | None,
-          workers: int, reload_interval: float) -> None:
+          workers: int, reload_interval: float, max_connections: int | None) -> None:
     """Serve ext_authz decisions until interrupted.
 
     \b
@@ -119,7 +122,7 @@ def serve(socket_path: Path, registry: Path, policies: Path, socket_group: str |
         token_lifetime=token_lifetime, key_file=key_file, rotate_every=rotate_every,
         trusted_issuers=_trusted(trust_issuer), jwt_metadata_key=jwt_metadata_key,
         jwks_ca_file=jwks_ca_file, audit_log=audit_log, workers=workers,
-        reload_interval=reload_interval)
+        reload_interval=reload_interval, max_connections=max_connections)
     provider = make_provider(exporter=JsonLinesExporter(trace_file)) if trace_file else None
     try:
         server = DecisionServer(config, tracer_provider=provider).start()

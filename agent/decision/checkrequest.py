@@ -18,6 +18,7 @@ from typing import Any
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from agent.decision.errors import RequestError
+from agent.decision.paths import normalize_path
 
 JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
@@ -70,7 +71,7 @@ class Incoming:
             raise RequestError("the request has no HTTP method")
         host = (http.host or headers.get(":authority", "") or headers.get("host", "")).lower()
         raw_path = http.path or headers.get(":path", "/")
-        path = raw_path.split("?", 1)[0] or "/"
+        path = normalize_path(raw_path.split("?", 1)[0] or "/")  # docs/decision.md, "Paths"
         body = http.raw_body or http.body.encode("utf-8")
         jwt: dict[str, Any] = {}
         md = attrs.metadata_context.filter_metadata

@@ -18,8 +18,10 @@ still has a live server behind it is refused rather than stolen.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import resource
 import socket
 import struct
 import tempfile
@@ -108,22 +110,68 @@ def bind_private(path: Path, mode: int = 0o660, group: int | None = None,
 
 
 class _Relay:
-    """One accepted connection spliced to one connection to the gRPC server."""
+    """One accepted connection spliced to one connection to the gRPC server.
+
+    Everything it needs (the upstream connection, two pipes, two threads) is
+    acquired in `open`, which either returns a running relay or releases
+    whatever it took and raises: a failure never leaks a descriptor."""
 
     def __init__(self, outer: socket.socket, inner: socket.socket,
+                 pipes: tuple[tuple[int, int], tuple[int, int]],
                  done: Callable[[_Relay], None]) -> None:
         self.outer, self.inner = outer, inner
+        self._pipes = pipes
         self._left = 2
         self._lock = threading.Lock()
         self._done = done
+        self.finished = False
 
-    def start(self) -> None:
-        for a, b in ((self.outer, self.inner), (self.inner, self.outer)):
-            threading.Thread(target=self._pump, args=(a, b), daemon=True,
-                             name="manul-authz-relay").start()
+    @classmethod
+    def open(cls, outer: socket.socket, upstream: str,
+             done: Callable[[_Relay], None]) -> _Relay:
+        taken: list[int] = []
+        inner = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            inner.connect(upstream)
+            a = os.pipe()
+            taken.extend(a)
+            b = os.pipe()
+            taken.extend(b)
+        except OSError:
+            inner.close()
+            for fd in taken:
+                os.close(fd)
+            raise
+        relay = cls(outer, inner, (a, b), done)
+        relay._start()
+        return relay
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        r, w = os.pipe()
+    def _start(self) -> None:
+        pumps = [threading.Thread(target=self._pump, args=(src, dst, pipe), daemon=True,
+                                  name="manul-authz-relay")
+                 for src, dst, pipe in ((self.outer, self.inner, self._pipes[0]),
+                                        (self.inner, self.outer, self._pipes[1]))]
+        try:
+            pumps[0].start()
+        except RuntimeError:  # no thread could be started: nothing runs yet
+            self.inner.close()
+            for fd in (*self._pipes[0], *self._pipes[1]):
+                os.close(fd)
+            raise OSError("cannot start a relay thread") from None
+        try:
+            pumps[1].start()
+        except RuntimeError:
+            # the running pump owns its pipe and the sockets: shut them down
+            # and it cleans up as it ends
+            with self._lock:
+                self._left -= 1
+            os.close(self._pipes[1][0])
+            os.close(self._pipes[1][1])
+            self.close()
+            raise OSError("cannot start a relay thread") from None
+
+    def _pump(self, src: socket.socket, dst: socket.socket, pipe: tuple[int, int]) -> None:
+        r, w = pipe
         try:
             while True:
                 n = os.splice(src.fileno(), w, _CHUNK)
@@ -145,6 +193,7 @@ class _Relay:
             if last:
                 self.outer.close()
                 self.inner.close()
+                self.finished = True
                 self._done(self)
 
     def close(self) -> None:
@@ -153,36 +202,109 @@ class _Relay:
                 s.shutdown(socket.SHUT_RDWR)
 
 
+# accept() errors that say "not now" (descriptors, memory, a peer that left
+# before we got to it): back off and go on; only stop() ends the loop
+_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED,
+              errno.EPROTO, errno.EPERM, errno.EINTR, errno.EAGAIN}
+# descriptors one relayed connection holds: the accepted socket, the
+# upstream one, two pipes, and the gRPC server's end of the upstream one
+FDS_PER_CONNECTION = 7
+_FD_RESERVE = 64  # for the gRPC server, the HTTP port, files, reloads
+
+
+def default_max_connections() -> int:
+    """What the descriptor limit allows, leaving room for everything else."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 4096
+    return max(1, min(4096, (soft - _FD_RESERVE) // FDS_PER_CONNECTION))
+
+
 class PeerGate:
+    """The public socket's accept loop: peer check, connection cap, relays.
+
+    It never stops accepting on an error: transient accept() failures back
+    off (10 ms, doubling to 1 s) and retry, and `accepting` is False (health
+    says NOT_SERVING) until an accept succeeds again. Beyond
+    `max_connections` open relays, a new connection is closed at once
+    (`shed` counts them) rather than let the process run out of
+    descriptors."""
+
     def __init__(self, path: str | Path, upstream: str, policy: PeerPolicy, *,
                  mode: int = 0o660, group: int | None = None,
-                 on_reject: Callable[[PeerCred], None] | None = None) -> None:
+                 on_reject: Callable[[PeerCred], None] | None = None,
+                 max_connections: int | None = None,
+                 on_state: Callable[[bool], None] | None = None) -> None:
         self.path = Path(path)
         self.upstream = upstream  # the gRPC server's private socket path
         self.policy = policy
         self.mode = mode
         self.group = group
         self.on_reject = on_reject
+        self.on_state = on_state  # called with `accepting` when it changes
+        self.max_connections = max_connections or default_max_connections()
         self.rejected = 0
+        self.shed = 0  # connections closed at once: over max_connections
+        self.accept_errors = 0
+        self.accepting = False
+        self.last_error = ""
         self._sock: socket.socket | None = None
         self._relays: set[_Relay] = set()
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._relays)
 
     def start(self) -> None:
         self._sock = bind_private(self.path, self.mode, self.group)
+        self._set_accepting(True)
         self._thread = threading.Thread(target=self._accept_loop, daemon=True,
                                         name="manul-authz-accept")
         self._thread.start()
 
+    def _set_accepting(self, ok: bool) -> None:
+        if ok == self.accepting:
+            return
+        recovered = self.accept_errors > 0
+        self.accepting = ok
+        if ok and recovered:
+            log.warning("accepting connections on %s again (%d failed accept() calls so far)",
+                        self.path, self.accept_errors)
+        if self.on_state is not None:
+            try:
+                self.on_state(ok)
+            except Exception:  # a health hook must not stop the accept loop
+                log.exception("health update failed")
+
     def _accept_loop(self) -> None:
         listener = self._sock
         assert listener is not None
-        while True:
+        delay = 0.0
+        while not self._stopping.is_set():
             try:
                 conn, _ = listener.accept()
-            except OSError:
-                return  # stop() shut the listener down
+            except OSError as e:
+                if self._stopping.is_set():
+                    return  # stop() shut the listener down
+                if e.errno not in _TRANSIENT:
+                    log.error("accept() on %s failed: %s; retrying", self.path, e)
+                self.accept_errors += 1
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+                    continue  # that one peer is gone; the socket is fine
+                self.last_error = e.strerror or str(e)
+                if self.accepting:
+                    log.warning("cannot accept connections on %s: %s (%d open); backing "
+                                "off", self.path, self.last_error, self.connections)
+                self._set_accepting(False)
+                delay = min(1.0, delay * 2 if delay else 0.01)
+                self._stopping.wait(delay)
+                continue
+            delay = 0.0
+            self._set_accepting(True)
             try:
                 self._admit(conn)
             except OSError as e:
@@ -199,22 +321,24 @@ class PeerGate:
                 self.on_reject(cred)  # recorded before the peer can see the refusal
             conn.close()
             return
-        inner = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            inner.connect(self.upstream)
-        except OSError:
-            inner.close()
-            raise
-        relay = _Relay(conn, inner, self._forget)
+        if self.connections >= self.max_connections:
+            self.shed += 1
+            if self.shed == 1 or self.shed % 1000 == 0:
+                log.warning("%s: %d connections open, the most allowed; closing new ones "
+                            "(%d so far)", self.path, self.max_connections, self.shed)
+            conn.close()
+            return
+        relay = _Relay.open(conn, self.upstream, self._forget)
         with self._lock:
-            self._relays.add(relay)
-        relay.start()
+            if not relay.finished:  # it may be over already: then _forget ran first
+                self._relays.add(relay)
 
     def _forget(self, relay: _Relay) -> None:
         with self._lock:
             self._relays.discard(relay)
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)

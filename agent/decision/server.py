@@ -68,6 +68,7 @@ class ServerConfig:
     audit_log: str | None = None  # None: no audit log; "-": stdout
     workers: int = 16
     reload_interval: float = 1.0
+    max_connections: int | None = None  # None: what RLIMIT_NOFILE allows (peer.py)
 
     def peer_policy(self) -> PeerPolicy:
         default = PeerPolicy.default(self.socket_group)
@@ -130,7 +131,9 @@ class DecisionServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         self._grpc.add_insecure_port(f"unix:{self.inner_socket}")
         self.gate = PeerGate(config.socket, self.inner_socket, config.peer_policy(),
-                             group=config.socket_group, on_reject=self._rejected)
+                             group=config.socket_group, on_reject=self._rejected,
+                             max_connections=config.max_connections,
+                             on_state=lambda _accepting: self._set_health())
         self._stop = threading.Event()
         self._maint = threading.Thread(target=self._maintain, daemon=True,
                                        name="manul-authz-maintain")
@@ -205,19 +208,30 @@ class DecisionServer:
             except Exception:
                 log.exception("decision point maintenance failed")
 
+    @property
+    def serving(self) -> bool:
+        """A policy set is loaded and the public socket is accepting."""
+        return self.sources.snapshot.serving and self.gate.accepting
+
     def _set_health(self) -> None:
-        status = (health_pb2.HealthCheckResponse.SERVING if self.sources.snapshot.serving
+        status = (health_pb2.HealthCheckResponse.SERVING if self.serving
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in ("", SERVICE_NAME):
             self.health.set(name, status)
 
     def health_detail(self) -> tuple[bool, dict[str, Any]]:
         snap = self.sources.snapshot
-        return snap.serving, {
-            "serving": snap.serving, "policies": len(snap.policies or ()),
+        gate = self.gate
+        return self.serving, {
+            "serving": self.serving, "policies": len(snap.policies or ()),
             "policy_error": snap.policy_error, "registry_error": self.sources.registry.last_error,
             "callers": len(snap.registry.callers()), "snapshot": snap.version,
-            "refused_peers": self.gate.rejected}
+            "refused_peers": gate.rejected,
+            "socket": {"accepting": gate.accepting,
+                       "error": None if gate.accepting else gate.last_error,
+                       "connections": gate.connections,
+                       "max_connections": gate.max_connections, "shed": gate.shed,
+                       "accept_errors": gate.accept_errors}}
 
 
 __all__ = ["AuthorizationService", "DecisionServer", "ServerConfig", "external_auth_pb2"]

@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
+import signal
+import socket
 import stat
 import subprocess
+import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from click.testing import CliRunner
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from agent.cli import cli
 from agent.decision.peer import PeerPolicy
 from agent.errors import ConfigError
-from tests.unit.decision.authz_helpers import Running, mcp_call, start_server
+from tests.support import ROOT
+from tests.unit.decision.authz_helpers import (
+    ANALYST,
+    FINANCE_MCP,
+    Running,
+    mcp_call,
+    start_server,
+)
 
 NOBODY = 65534
 # the venv's interpreter may live where other users cannot read (root's home)
@@ -127,3 +143,123 @@ def test_stale_socket_is_replaced(tmp_path: Path, folders: tuple[Path, Path]) ->
 def test_default_policy() -> None:
     p = PeerPolicy.default(group=4242)
     assert 0 in p.uids and os.geteuid() in p.uids and p.gids == frozenset({4242})
+
+
+def _health(sock: str) -> str:
+    with grpc.insecure_channel(f"unix:{sock}") as ch:
+        resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+
+def _idle(sock: str, n: int) -> list[socket.socket]:
+    """Up to n idle connections (connects that would block are given up)."""
+    out = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect(sock)
+        except OSError:
+            s.close()
+            continue
+        out.append(s)
+    return out
+
+
+def _low_fd_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+
+def test_descriptor_exhaustion_never_stops_answering(tmp_path: Path,
+                                                     folders: tuple[Path, Path]) -> None:
+    """Idle connections until accept() fails with EMFILE (128 descriptors,
+    no connection cap): the server backs off, says so, and answers again
+    as soon as descriptors are free; it never stops accepting for good."""
+    reg, pol = folders
+    sock = tmp_path / "s" / "authz.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "authz", "serve", "--socket", str(sock),
+         "--registry", str(reg), "--policies", str(pol), "--http", "",
+         "--max-connections", "100000"],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stderr=subprocess.PIPE,
+        text=True, preexec_fn=_low_fd_limit)
+    lines: list[str] = []
+    assert proc.stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")),
+                              daemon=True)
+    reader.start()
+    idle: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not any("serving on" in x for x in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _health(str(sock)) == "SERVING"
+        while (not any("cannot accept connections" in x for x in lines)
+               and time.monotonic() < deadline):
+            idle += _idle(str(sock), 50)
+            time.sleep(0.2)
+        assert any("Too many open files" in x for x in lines), lines
+        for s in idle:
+            s.close()
+        idle = []
+        # answering again: a decision and a truthful health answer
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            out = CliRunner().invoke(cli, ["check", "--socket", str(sock), "--spiffe", ANALYST,
+                                           "--url", FINANCE_MCP, "--tool", "get_balance"])
+            if out.exit_code == 0:
+                break
+            time.sleep(0.2)
+        assert out.exit_code == 0 and "ALLOW" in out.output, out.output
+        assert _health(str(sock)) == "SERVING"
+        assert any("accepting connections on" in x and "again" in x for x in lines), lines
+    finally:
+        for s in idle:
+            s.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        reader.join(timeout=5)
+        proc.stderr.close()
+    assert proc.returncode == 0, lines
+
+
+def test_connections_over_the_cap_are_shed(tmp_path: Path, folders: tuple[Path, Path]) -> None:
+    r = start_server(tmp_path, *folders, max_connections=3)
+    idle: list[socket.socket] = []
+    try:
+        gate = r.server.gate
+        idle = _idle(r.socket, 3)
+        deadline = time.monotonic() + 10
+        while gate.connections < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gate.connections == 3
+        with pytest.raises(grpc.RpcError) as err:
+            r.ask(mcp_call("get_balance"))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        ok, detail = r.server.health_detail()
+        assert ok and detail["socket"]["shed"] >= 1 and detail["socket"]["connections"] == 3
+        idle.pop().close()
+        deadline = time.monotonic() + 10
+        while gate.connections > 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert r.ask(mcp_call("get_balance"))["allowed"]
+    finally:
+        for s in idle:
+            s.close()
+        r.server.stop()
+
+
+def test_health_says_not_serving_while_the_socket_cannot_accept(
+        running: Running) -> None:
+    gate = running.server.gate
+    gate._set_accepting(False)  # what the accept loop does on EMFILE/ENFILE
+    try:
+        ok, detail = running.server.health_detail()
+        assert not ok and detail["socket"]["accepting"] is False
+        with grpc.insecure_channel(f"unix:{running.server.inner_socket}") as ch:
+            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
+                                                       timeout=5)
+        assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        gate._set_accepting(True)
+    assert running.server.health_detail()[0]
