@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -166,10 +165,6 @@ def _idle(sock: str, n: int) -> list[socket.socket]:
     return out
 
 
-def _low_fd_limit() -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
-
-
 def test_descriptor_exhaustion_never_stops_answering(tmp_path: Path,
                                                      folders: tuple[Path, Path]) -> None:
     """Idle connections until accept() fails with EMFILE (128 descriptors,
@@ -178,11 +173,12 @@ def test_descriptor_exhaustion_never_stops_answering(tmp_path: Path,
     reg, pol = folders
     sock = tmp_path / "s" / "authz.sock"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "authz", "serve", "--socket", str(sock),
+        ["prlimit", "--nofile=128", sys.executable, "-m", "agent.cli", "authz", "serve",
+         "--socket", str(sock),
          "--registry", str(reg), "--policies", str(pol), "--http", "",
          "--max-connections", "100000"],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stderr=subprocess.PIPE,
-        text=True, preexec_fn=_low_fd_limit)
+        text=True)
     lines: list[str] = []
     assert proc.stderr is not None
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")),
