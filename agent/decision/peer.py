@@ -287,32 +287,35 @@ class PeerGate:
         while not self._stopping.is_set():
             try:
                 conn, _ = listener.accept()
+                self._admit(conn)
             except OSError as e:
                 if self._stopping.is_set():
                     return  # stop() shut the listener down
-                if e.errno not in _TRANSIENT:
-                    log.error("accept() on %s failed: %s; retrying", self.path, e)
-                self.accept_errors += 1
-                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EPIPE,
+                               errno.ECONNRESET, errno.ENOTCONN):
                     continue  # that one peer is gone; the socket is fine
+                # out of descriptors, memory or threads, for accept() or for the
+                # relay: nothing can be answered until some are free again
+                self.accept_errors += 1
+                if e.errno not in _TRANSIENT:
+                    log.error("cannot take a connection on %s: %s; retrying", self.path, e)
                 self.last_error = e.strerror or str(e)
                 if self.accepting:
-                    log.warning("cannot accept connections on %s: %s (%d open); backing "
-                                "off", self.path, self.last_error, self.connections)
+                    log.warning("cannot take connections on %s: %s (%d open); backing off",
+                                self.path, self.last_error, self.connections)
                 self._set_accepting(False)
                 delay = min(1.0, delay * 2 if delay else 0.01)
                 self._stopping.wait(delay)
                 continue
             delay = 0.0
             self._set_accepting(True)
-            try:
-                self._admit(conn)
-            except OSError as e:
-                log.warning("dropping a connection on %s: %s", self.path, e)
-                conn.close()
 
     def _admit(self, conn: socket.socket) -> None:
-        cred = peer_cred(conn)
+        try:
+            cred = peer_cred(conn)
+        except OSError:
+            conn.close()
+            raise
         if not self.policy.allows(cred):
             self.rejected += 1
             log.warning("refused a connection on %s from uid %d gid %d pid %d: not in the "
@@ -328,7 +331,11 @@ class PeerGate:
                             "(%d so far)", self.path, self.max_connections, self.shed)
             conn.close()
             return
-        relay = _Relay.open(conn, self.upstream, self._forget)
+        try:
+            relay = _Relay.open(conn, self.upstream, self._forget)
+        except OSError:
+            conn.close()
+            raise
         with self._lock:
             if not relay.finished:  # it may be over already: then _forget ran first
                 self._relays.add(relay)

@@ -190,7 +190,7 @@ def test_descriptor_exhaustion_never_stops_answering(tmp_path: Path,
         while not any("serving on" in x for x in lines) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _health(str(sock)) == "SERVING"
-        while (not any("cannot accept connections" in x for x in lines)
+        while (not any("cannot take connections" in x for x in lines)
                and time.monotonic() < deadline):
             idle += _idle(str(sock), 50)
             time.sleep(0.2)
