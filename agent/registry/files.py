@@ -22,15 +22,43 @@ from agent.registry.registry import Registry
 log = logging.getLogger(__name__)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: PyYAML's
+    default is last-one-wins, and `riskLevel: medium` followed by
+    `riskLevel: low` would silently flip a decision."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):  # the base class reports anything else
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                    seen[key] = key_node.start_mark.line + 1
+                except TypeError:
+                    continue  # an unhashable key: the base class reports it
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"`{key}` is given twice in one mapping (first on line "
+                        f"{first}); remove one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _documents(path: Path, text: str) -> list[tuple[int, Any]]:
     docs: list[tuple[int, Any]] = []
-    loader = yaml.SafeLoader(text)
+    loader = _StrictLoader(text)
     try:
         while loader.check_node():
             node = loader.get_node()
             if node is None:
                 continue
             docs.append((node.start_mark.line + 1, loader.construct_document(node)))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise RegistryError(f"{where}: invalid YAML: {e.problem or e.context}") from e
     except yaml.YAMLError as e:
         raise RegistryError(f"{path}: invalid YAML: {e}") from e
     finally:
@@ -38,20 +66,26 @@ def _documents(path: Path, text: str) -> list[tuple[int, Any]]:
     return docs
 
 
+def _read_text(path: Path, what: str = "") -> str:
+    """A file as UTF-8 text, or a RegistryError that says why not."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise RegistryError(f"{what}cannot read `{path}`: {e.strerror}") from e
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RegistryError(f"{what}`{path}` is not UTF-8 text (byte {e.start} is "
+                            f"0x{data[e.start]:02x}); is it a binary file?") from None
+
+
 def read_records(path: Path) -> list[Record]:
     """Parse one YAML file into records."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise RegistryError(f"{path}: cannot read: {e.strerror}") from e
+    text = _read_text(path)
     base = path.parent
 
     def read_file(rel: str) -> str:
-        p = (base / rel).resolve()
-        try:
-            return p.read_text()
-        except OSError as e:
-            raise RegistryError(f"{path}: spec.file: cannot read `{rel}`: {e.strerror}") from e
+        return _read_text((base / rel).resolve(), f"{path}: spec.file: ")
 
     return [parse_record(doc, f"{path}:{line}", read_file)
             for line, doc in _documents(path, text) if doc is not None]
@@ -92,11 +126,11 @@ class FileSource:
 
     def poll(self) -> bool:
         """Reload if anything changed. Returns True when a new snapshot is in force."""
-        stamp = self._current_stamp()
-        if stamp == self._stamp:
-            return False
-        self._stamp = stamp
         try:
+            stamp = self._current_stamp()
+            if stamp == self._stamp:
+                return False
+            self._stamp = stamp
             new = load_directory(self.root)
         except RegistryError as e:
             self.last_error = str(e)

@@ -281,3 +281,28 @@ def test_request_file_round_trip(running: Running, tmp_path: Path) -> None:
     again = build_check_request(json.loads(json_format.MessageToJson(req)))
     assert again == req
     assert running.ask(json.loads(json_format.MessageToJson(req)))["allowed"]
+
+
+def test_a_registry_that_turns_binary_keeps_the_previous_one_and_says_so(
+        running: Running) -> None:
+    folder = Path(running.server.config.registry)
+    victim = sorted(folder.glob("*.yaml"))[0]
+    good = victim.read_bytes()
+    victim.write_bytes(b"\x7fELF\x02\x01\x01\x00\xff\xfe")
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ok, detail = running.server.health_detail()
+            if detail["registry_error"]:
+                break
+            time.sleep(0.05)
+        assert "is not UTF-8 text" in detail["registry_error"], detail
+        assert ok  # the previous registry stays in force
+        assert running.ask(mcp_call("get_balance"))["allowed"]
+    finally:
+        victim.write_bytes(good)
+        os.utime(victim)
+    deadline = time.monotonic() + 10
+    while running.server.health_detail()[1]["registry_error"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running.server.health_detail()[1]["registry_error"] is None

@@ -106,3 +106,62 @@ def test_reload_keeps_previous_snapshot_on_error(tmp_path: Path) -> None:
     f.write_text(good.replace("x", "y"))
     assert src.poll() is True
     assert src.registry.agents[0].team == "y"
+
+
+AGENT = ("apiVersion: manul.dev/v1alpha1\nkind: Agent\nmetadata: {name: a, namespace: n}\n"
+         "spec:\n  riskLevel: medium\n  team: x\n")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (AGENT + "  riskLevel: low\n", "r.yaml:7: invalid YAML: `riskLevel` is given twice in one "
+     "mapping (first on line 5)"),
+    ("apiVersion: manul.dev/v1alpha1\nkind: Agent\nmetadata: {name: a, name: b}\nspec: {}\n",
+     "r.yaml:3: invalid YAML: `name` is given twice"),
+])
+def test_duplicate_keys_are_errors_with_their_line(tmp_path: Path, body: str,
+                                                   message: str) -> None:
+    (tmp_path / "r.yaml").write_text(body)
+    with pytest.raises(RegistryError) as err:
+        load_directory(tmp_path)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("data", [
+    b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)),  # a binary
+    "team: caf\u00e9\n".encode("latin-1"),  # text, but not UTF-8
+])
+def test_a_binary_file_is_a_clear_error(tmp_path: Path, data: bytes) -> None:
+    (tmp_path / "r.yaml").write_bytes(data)
+    with pytest.raises(RegistryError) as err:
+        load_directory(tmp_path)
+    assert "r.yaml` is not UTF-8 text" in str(err.value) and "binary" in str(err.value)
+
+
+def test_a_binary_policy_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "p.cedar").write_bytes(b"\xff\xfe\x00permit")
+    (tmp_path / "r.yaml").write_text(
+        "apiVersion: manul.dev/v1alpha1\nkind: Policy\nmetadata: {name: p}\n"
+        "spec: {file: p.cedar}\n")
+    with pytest.raises(RegistryError) as err:
+        load_directory(tmp_path)
+    assert "r.yaml: spec.file: " in str(err.value) and "p.cedar` is not UTF-8" in str(err.value)
+
+
+def test_runtime_failures_keep_the_previous_registry_and_say_why(tmp_path: Path) -> None:
+    folder = tmp_path / "reg"
+    folder.mkdir()
+    f = folder / "r.yaml"
+    f.write_text(AGENT)
+    src = FileSource(folder)
+    first = src.registry
+    f.write_bytes(b"\x00\x01\xff binary now")
+    assert src.poll() is False
+    assert src.registry is first and src.last_error and "not UTF-8" in src.last_error
+    f.write_text(AGENT + "  team: y\n")
+    assert src.poll() is False and "given twice" in (src.last_error or "")
+    folder.rename(tmp_path / "gone")  # the folder itself disappears
+    assert src.poll() is False and "must be a directory" in (src.last_error or "")
+    (tmp_path / "gone").rename(folder)
+    f.write_text(AGENT.replace("team: x", "team: z"))
+    assert src.poll() is True and src.last_error is None
+    assert src.registry.agents[0].team == "z"
