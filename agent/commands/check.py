@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import grpc
@@ -26,8 +27,26 @@ from agent.decision.server import DEFAULT_SOCKET
 from agent.errors import ManulError
 
 
+def _read(path: str, what: str) -> str:
+    """A file named on the command line, as text; a sentence if it cannot be."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except IsADirectoryError:
+        raise click.BadParameter(f"{what}: `{p}` is a directory, not a file") from None
+    except FileNotFoundError:
+        raise click.BadParameter(f"{what}: `{p}` does not exist") from None
+    except OSError as e:
+        raise click.BadParameter(f"{what}: cannot read `{p}`: {e.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise click.BadParameter(f"{what}: `{p}` is not UTF-8 text (byte {e.start}); is it a "
+                                 "binary file?") from None
+
+
 def _json_arg(value: str, what: str) -> Any:
-    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    text = _read(value[1:], what) if value.startswith("@") else value
     try:
         return json.loads(text)
     except ValueError as e:
@@ -37,7 +56,7 @@ def _json_arg(value: str, what: str) -> Any:
 def _spec(file: str | None, **flags: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if file:
-        text = sys.stdin.read() if file == "-" else Path(file).read_text()
+        text = sys.stdin.read() if file == "-" else _read(file, "-f")
         try:
             loaded = json.loads(text)
         except ValueError as e:
@@ -48,6 +67,11 @@ def _spec(file: str | None, **flags: Any) -> dict[str, Any]:
     for key in ("spiffe", "bearer", "delegation", "url", "method", "destination"):
         if flags.get(key):
             spec[key] = flags[key]
+    if spec.get("url"):
+        try:
+            _ = urlsplit(str(spec["url"])).port  # parses the host and port too
+        except ValueError as e:
+            raise click.BadParameter(f"--url `{spec['url']}`: not a URL ({e})") from None
     if flags.get("jwt_payload"):
         spec["jwt_payload"] = _json_arg(flags["jwt_payload"], "--jwt-payload")
     headers = dict(spec.get("headers", {}))

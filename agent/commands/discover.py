@@ -24,8 +24,8 @@ DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "examples" / "registry"
 @click.option("--registry", type=click.Path(path_type=Path, file_okay=False),
               default=DEFAULT_REGISTRY, show_default=True,
               help="Folder of registry YAML; its Agent records decide `registered`.")
-@click.option("--duration", type=float, default=0.0,
-              help="Stop after this many seconds (default: until Ctrl-C).")
+@click.option("--duration", type=click.FloatRange(min=0), default=0.0,
+              help="Stop after this many seconds (default, 0: until Ctrl-C).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the inventory as JSON, one object per workload, at the end.")
 @agent_options

@@ -19,6 +19,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agent.errors import ConfigError
 from agent.telemetry.metrics import REGISTRY
 
 JWKS_PATH = "/.well-known/jwks.json"
@@ -64,7 +65,11 @@ class DecisionHTTP:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except (OSError, OverflowError) as e:
+            raise ConfigError(f"--http `{host}:{port}`: cannot listen there: "
+                              f"{getattr(e, 'strerror', None) or e}") from e
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         daemon=True, name="manul-authz-http")

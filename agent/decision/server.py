@@ -39,6 +39,7 @@ from agent.decision.peer import PeerCred, PeerGate, PeerPolicy
 from agent.decision.response import to_check_response
 from agent.decision.sources import Sources
 from agent.decision.tokens import MAX_LIFETIME, KeyRing, TokenMinter
+from agent.errors import ConfigError
 from agent.telemetry.audit import AuditLog
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,11 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
 
 
 def _split_addr(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
+    """`HOST:PORT` (`[v6]:PORT`, or `:PORT` for 127.0.0.1) for --http."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"--http `{addr}`: expected HOST:PORT with a port from 0 to 65535 "
+                          "(or an empty value to disable the HTTP port)")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 

@@ -178,9 +178,12 @@ class StaticPods:
         """Load `kubectl get pods -o yaml` / `-o json` output, a Pod, or several YAML docs."""
         p = Path(path)
         try:
-            text = p.read_text()
+            text = p.read_bytes().decode("utf-8")
         except OSError as e:
             raise WorkloadError(f"cannot read pods file `{p}`: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise WorkloadError(f"pods file `{p}` is not UTF-8 text (byte {e.start}); is it a "
+                                "binary file?") from None
         try:
             docs = [json.loads(text)] if p.suffix == ".json" else list(yaml.safe_load_all(text))
         except (json.JSONDecodeError, yaml.YAMLError) as e:
