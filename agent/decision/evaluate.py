@@ -46,8 +46,9 @@ class CedarRequest:
                 "context": self.context}
 
     def describe(self) -> str:
-        return (f"{uid_str(self.principal)} -> Action::{self.action!r} -> "
-                f"{uid_str(self.resource)}").replace("'", '"')
+        # str(): the action may be a StrEnum, whose repr is not Cedar
+        return (f"{uid_str(self.principal)} -> {uid_str(('Action', str(self.action)))} -> "
+                f"{uid_str(self.resource)}")
 
 
 @dataclass(frozen=True)

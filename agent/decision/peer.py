@@ -4,7 +4,8 @@ gRPC's C core accepts its own connections and tells a handler nothing about
 the peer of a Unix socket (`context.peer()` is just `unix:`), so the check
 happens in front of it: `PeerGate` owns the socket the gateway connects to,
 reads each new connection's SO_PEERCRED (uid, gid, pid, filled in by the
-kernel at connect time), closes it at once unless the uid or gid is allowed,
+kernel at connect time) and SO_PEERGROUPS (its supplementary groups), closes
+it at once unless the uid, the gid or a supplementary group is allowed,
 and otherwise relays the bytes (with splice(2), no copies through Python)
 to the gRPC server, which listens in a private 0700 directory nobody else
 can enter.
@@ -35,6 +36,8 @@ from agent.errors import ConfigError
 log = logging.getLogger(__name__)
 
 _UCRED = struct.Struct("3i")  # pid, uid, gid
+_SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+_MAX_GROUPS = 256  # CPython's getsockopt() reads at most 1,024 bytes
 _CHUNK = 1 << 16
 
 
@@ -43,17 +46,18 @@ class PeerCred:
     pid: int
     uid: int
     gid: int
+    groups: frozenset[int] = frozenset()  # supplementary groups (SO_PEERGROUPS)
 
 
 @dataclass(frozen=True)
 class PeerPolicy:
-    """Allowed peers: any listed uid, or any listed gid."""
+    """Allowed peers: any listed uid, or any listed gid (primary or supplementary)."""
 
     uids: frozenset[int]
     gids: frozenset[int]
 
     def allows(self, cred: PeerCred) -> bool:
-        return cred.uid in self.uids or cred.gid in self.gids
+        return cred.uid in self.uids or cred.gid in self.gids or bool(cred.groups & self.gids)
 
     @classmethod
     def default(cls, group: int | None = None) -> PeerPolicy:
@@ -63,9 +67,22 @@ class PeerPolicy:
 
 
 def peer_cred(sock: socket.socket) -> PeerCred:
+    """The peer's pid, uid and gid (SO_PEERCRED) and its supplementary groups
+    (SO_PEERGROUPS, Linux 4.13+), all as the kernel recorded them at connect time."""
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     pid, uid, gid = _UCRED.unpack(raw)
-    return PeerCred(pid, uid, gid)
+    groups: frozenset[int] = frozenset()
+    try:
+        data = sock.getsockopt(socket.SOL_SOCKET, _SO_PEERGROUPS, 4 * _MAX_GROUPS)
+    except OSError as e:
+        if e.errno not in (errno.ENOPROTOOPT, errno.ERANGE):
+            raise
+        if e.errno == errno.ERANGE:
+            log.warning("peer pid %d is in more than %d groups: only its uid and primary gid "
+                        "are checked", pid, _MAX_GROUPS)
+    else:
+        groups = frozenset(struct.unpack(f"{len(data) // 4}I", data[: len(data) // 4 * 4]))
+    return PeerCred(pid, uid, gid, groups)
 
 
 def _alive(path: Path) -> bool:

@@ -48,6 +48,9 @@ def test_mcp_tool_denied_by_risk_level(running: Running) -> None:
     assert r["headers"]["content-type"] == "application/json"
     assert r["body"]["decision"] == "deny"
     assert "no policy permits" in r["body"]["reason"]
+    # the request in Cedar's own syntax, not Python's representation of it
+    assert ('Agent::"finance/risky" -> Action::"invokeTool" -> '
+            'Tool::"finance/finance-tools/get_balance"') in r["body"]["reason"], r["body"]
     assert r["grpc_status"] == grpc.StatusCode.PERMISSION_DENIED.value[0]
 
 

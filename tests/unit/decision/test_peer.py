@@ -83,6 +83,7 @@ def open_dir() -> Iterator[Path]:
 
 def _probe_as_nobody(sock: str) -> str:
     out = subprocess.run([SYSTEM_PYTHON, "-c", H2_PROBE, sock], user=NOBODY, group=NOBODY,
+                         extra_groups=[],
                          capture_output=True, text=True, timeout=30, check=True)
     return out.stdout.strip()
 
@@ -259,3 +260,29 @@ def test_health_says_not_serving_while_the_socket_cannot_accept(
     finally:
         gate._set_accepting(True)
     assert running.server.health_detail()[0]
+
+
+def test_a_supplementary_member_of_the_socket_group_is_allowed(
+        open_dir: Path, folders: tuple[Path, Path]) -> None:
+    """The peer's supplementary groups count (SO_PEERGROUPS): an Envoy whose
+    primary group is its own but who is a member of the socket's group."""
+    assert os.geteuid() == 0, "needs root to connect as another user"
+    r = start_server(open_dir, *folders, allow_uids=frozenset({0}),
+                     allow_gids=frozenset({4242}))
+    try:
+        os.chmod(r.socket, 0o666)
+
+        def probe(*groups: str) -> str:
+            out = subprocess.run(
+                ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                 "--groups=" + ",".join(groups) if groups else "--clear-groups",
+                 SYSTEM_PYTHON or sys.executable, "-c", H2_PROBE, r.socket],
+                capture_output=True, text=True, timeout=30, check=True)
+            return out.stdout.strip()
+
+        assert probe("4242") == "answered"
+        assert probe("100", "4242") == "answered"
+        assert probe() == "closed"  # the control: the same peer without the group
+        assert probe("100") == "closed"
+    finally:
+        r.server.stop()
