@@ -25,7 +25,7 @@ from typing import Any
 
 from agent.decision.facts import NodeFacts
 from agent.decision.server import DEFAULT_SOCKET, DecisionServer, ServerConfig
-from agent.discovery.quarantine import Quarantine, resolve_hosts
+from agent.discovery.quarantine import Quarantine, addr_key, resolve_hosts
 from agent.discovery.sensor import TlsSensor
 from agent.discovery.service import Discovery, Observation
 from agent.errors import ConfigError, ManulError
@@ -83,6 +83,8 @@ class Daemon:
         self.pods = pods
         self.resolver = WorkloadResolver(pods=pods, trust_domain=config.trust_domain)
         self.audit = AuditLog(config.audit_log) if config.audit_log else None
+        for network in config.quarantine_allow:
+            addr_key(network)  # ConfigError now, before anything is loaded or pinned
         self.quarantine = Quarantine() if config.quarantine_shadow else None
         root_id = fs.cgroup_id(fs.cgroup2_root()[0])
         own = fs.cgroup_id(fs.resolve_cgroup(fs.cgroup_of_pid(os.getpid())))

@@ -3,6 +3,7 @@ records come from, quarantine, signals. One definition, so the two cannot drift 
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import threading
 from collections.abc import Callable
@@ -13,6 +14,17 @@ from typing import Any, TypeVar
 import click
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+def _networks(ctx: click.Context, param: click.Parameter,
+              values: tuple[str, ...]) -> tuple[str, ...]:
+    """--allow values, checked before anything is loaded or pinned."""
+    for v in values:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise click.BadParameter(f"`{v}` is not an IP address or CIDR") from None
+    return values
+
 
 _OPTIONS = [
     click.option("--kubernetes", is_flag=True,
@@ -27,7 +39,7 @@ _OPTIONS = [
                  help="SPIFFE trust domain of pod identities."),
     click.option("--quarantine-shadow", is_flag=True,
                  help="Deny shadow agents' egress except to the gateway (and --allow)."),
-    click.option("--allow", "allow", multiple=True, metavar="CIDR",
+    click.option("--allow", "allow", multiple=True, metavar="CIDR", callback=_networks,
                  help="With --quarantine-shadow: also allow this address or CIDR."),
 ]
 

@@ -72,3 +72,21 @@ def test_bad_input_is_one_sentence(inputs: dict[str, str], args: list[str],
     assert "Traceback" not in out, out
     assert message.format(**inputs) in " ".join(out.split()), out
     assert not Path(inputs["sock"]).exists()  # nothing was started
+
+
+def test_a_rejected_allow_pins_nothing(tmp_path: Path) -> None:
+    """--allow is checked before the quarantine programs are loaded: a bad
+    value leaves nothing attached or pinned."""
+    from agent.discovery.quarantine import PIN_NAME
+    from agent.kernel.fs import PIN_ROOT
+
+    pinned = PIN_ROOT / PIN_NAME
+    before = pinned.exists()
+    r = subprocess.run([sys.executable, "-m", "agent.cli", "discover", "--quarantine-shadow",
+                        "--allow", "10.0.0.0/8", "--allow", "not-a-network", "--duration", "1"],
+                       cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                       capture_output=True, text=True, timeout=60, check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out, out
+    assert "`not-a-network` is not an IP address or CIDR" in out, out
+    assert pinned.exists() == before
