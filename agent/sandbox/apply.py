@@ -160,11 +160,28 @@ def select(comp: Compilation, principal: str | None) -> CompiledSandbox:
         found = next((s for s in comp.sandboxes
                       if s.name == principal or str(s.principal) == principal), None)
         if found is None and principal.startswith("Agent::"):
-            found = comp.sandbox("default")  # an agent no policy or entity names
+            # an agent the entities know but no policy names: the default
+            # sandbox; one nobody knows is a typo, not a reason to deny all
+            if principal not in _known_agents(comp):
+                raise PolicyError(
+                    f"no Agent {principal[len('Agent::'):]} in the entities or policies: "
+                    "check the name (`Agent::\"<namespace>/<name>\"`), give its entity with "
+                    "--entities, or say `--principal default` for the default sandbox")
+            found = comp.sandbox("default")
     if found is None:
         raise PolicyError(f"no sandbox for principal `{principal}`: the policies define "
                           + ", ".join(f"`{n}`" for n in names))
     return found
+
+
+def _known_agents(comp: Compilation) -> set[str]:
+    """`Agent::"id"` of every agent the entities define."""
+    out = set()
+    for e in comp.entities_json:
+        uid = e.get("uid", {})
+        if isinstance(uid, dict) and uid.get("type") == "Agent":
+            out.add(f'Agent::{json.dumps(str(uid.get("id", "")))}')
+    return out
 
 
 def compile_sandbox(inputs: PolicyInput, principal: str | None) -> CompiledSandbox:

@@ -235,3 +235,19 @@ def test_cli_workload(make_cgroup: Any, pin_root: Path, tmp_path: Path) -> None:
         r = manul("remove", "--workload", "analyst-1")
         assert r.returncode == 0, r.stderr
         assert connect(w, "127.0.0.3") == 0
+
+
+def test_an_unknown_principal_is_an_error_not_a_deny_all() -> None:
+    from agent.sandbox.apply import compile_sandbox
+    from agent.sandbox.errors import PolicyError
+    from tests.support import policy_input
+
+    inputs = policy_input("data-analyst.cedar")
+    with pytest.raises(PolicyError) as err:
+        compile_sandbox(inputs, 'Agent::"analyst-9"')  # a typo: nobody knows it
+    assert 'no Agent "analyst-9" in the entities or policies' in str(err.value)
+    assert "--principal default" in str(err.value)
+    # agents the entities define are decided as they always were
+    for known in ('Agent::"coder-1"', 'Agent::"analyst-7"'):
+        assert compile_sandbox(inputs, known).name in (known, "default")
+    assert compile_sandbox(inputs, "default").name == "default"
