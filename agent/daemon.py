@@ -112,6 +112,9 @@ class Daemon:
                                 lambda: (200, self.discovery.inventory.to_json()))
         self.started_at = 0.0
         self._exported: dict[str, int] = {}
+        # per BPF object: events delivered from its ring buffer and its error
+        # counters (ringbuf_full: events lost), as last exported
+        self.ring_stats: dict[str, dict[str, Any]] = {}
 
     def registry(self) -> Registry:
         return self.source.registry
@@ -201,6 +204,7 @@ class Daemon:
                     self.quarantine.set_allowed(self._gateway_allow())
                 self.resolver.refresh()
                 self._export_counters(sensor)
+        self._export_counters(sensor)  # the last second's counts, for whoever reports them
 
     def _sandbox_loop(self) -> None:
         """Reconcile sandboxes with the registry and drain their audit trail."""
@@ -222,7 +226,9 @@ class Daemon:
         if self.quarantine is not None and self.quarantine.ring is not None:
             rings.append(("quarantine", "quarantine_events", self.quarantine.ring))
         for obj, name, ring in rings:
-            for kind, value in ring.errors().items():
+            errors = ring.errors()
+            self.ring_stats[obj] = {"ringbuf": name, "delivered": ring.consumed, **errors}
+            for kind, value in errors.items():
                 key = f"{obj}:{kind}"
                 delta = value - self._exported.get(key, 0)
                 if delta > 0:

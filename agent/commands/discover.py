@@ -83,7 +83,9 @@ def discover(registry: Path, duration: float, as_json: bool, kubernetes: bool, n
         sys.exit(1)
     entries = daemon.discovery.inventory.entries()
     if as_json:
-        click.echo(json.dumps(daemon.discovery.inventory.to_json(), indent=2))
+        click.echo(json.dumps({"workloads": daemon.discovery.inventory.to_json(),
+                               "handshakes": vars(daemon.discovery.stats),
+                               "kernel": daemon.ring_stats}, indent=2))
     else:
         Console(highlight=False).print(inventory_table(entries))
         s = daemon.discovery.stats

@@ -9,6 +9,8 @@ handshake is captured by bpf/tls.bpf.c, attributed, and classified.
 from __future__ import annotations
 
 import errno
+import json
+import os
 import shutil
 import socket
 import subprocess
@@ -290,3 +292,27 @@ def test_shadow_agent_quarantined_except_gateway(
         assert disco.inventory.entries()[0].quarantined
     finally:
         q.close()
+
+
+def test_discover_json_reports_handshakes_and_kernel_counters(
+        cgroup: Cgroup, server: TlsServer) -> None:
+    """`manul discover --json`: the inventory, the handshake statistics and
+    every object's ring-buffer deliveries and losses, in one object."""
+    import json
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "discover", "--duration", "6",
+                             "--json"], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    time.sleep(3)  # the sensor is attached
+    _py(cgroup, "api.openai.com", server)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    doc = json.loads(out)
+    assert set(doc) == {"workloads", "handshakes", "kernel"}
+    assert doc["handshakes"]["handshakes"] >= 1 and doc["handshakes"]["llm"] >= 1
+    tls = doc["kernel"]["tls"]
+    assert tls["ringbuf"] == "tls_events" and tls["delivered"] >= 1
+    assert tls["ringbuf_full"] == 0
+    assert any(w["providers"] for w in doc["workloads"]), doc["workloads"]
