@@ -298,8 +298,6 @@ def test_discover_json_reports_handshakes_and_kernel_counters(
         cgroup: Cgroup, server: TlsServer) -> None:
     """`manul discover --json`: the inventory, the handshake statistics and
     every object's ring-buffer deliveries and losses, in one object."""
-    import json
-
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "discover", "--duration", "6",
                              "--json"], cwd=root, stdout=subprocess.PIPE,
