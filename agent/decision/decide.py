@@ -211,6 +211,8 @@ def _with(o: Outcome, **kw: Any) -> Outcome:
 
 
 def _annotate(span: trace.Span, o: Outcome) -> None:
+    if not span.is_recording():
+        return  # not sampled, or nothing exports spans: skip building the attributes
     span.set_attributes({
         "manul.decision": o.decision, "manul.reason": o.reason[:512],
         "manul.caller": o.caller, "manul.on_behalf_of": o.on_behalf_of,

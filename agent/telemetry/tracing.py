@@ -5,8 +5,8 @@ The decision point parents its span on the checked request's
 own trace. `setup_tracing` installs an SDK provider once per process with
 whichever exporter the caller passes (tests pass the SDK's in-memory
 exporter; `manul authz serve --trace-file` a JSON-lines file exporter).
-Without an exporter, spans are still created and carry context, and cost
-little.
+Without an exporter, spans are not recorded: they carry the caller's trace
+id and cost little.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -35,11 +36,17 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 
 def make_provider(service: str = "manul", exporter: SpanExporter | None = None,
                   *, batch: bool = True) -> TracerProvider:
-    """A fresh SDK provider (not installed globally), exporting to `exporter` if given."""
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    if exporter is not None:
-        proc = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
-        provider.add_span_processor(proc)
+    """A fresh SDK provider (not installed globally), exporting to `exporter` if given.
+
+    Without an exporter nothing would ever read a recorded span, so none is
+    recorded (ALWAYS_OFF): spans still carry the caller's trace id, and
+    building their attributes is skipped (`Span.is_recording()`)."""
+    resource = Resource.create({"service.name": service})
+    if exporter is None:
+        return TracerProvider(resource=resource, sampler=ALWAYS_OFF)
+    provider = TracerProvider(resource=resource)  # the SDK's sampler (parent-based)
+    proc = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+    provider.add_span_processor(proc)
     return provider
 
 
