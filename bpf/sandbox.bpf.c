@@ -918,6 +918,41 @@ int BPF_PROG(manul_sbx_inode_setattr_idmap, void *idmap, struct dentry *dentry,
 	return ret ? ret : sbx_setattr(dentry, attr);
 }
 
+/* chattr(1) and friends: inode flags (immutable, append-only, ...) and
+ * fsxattr change through an ioctl on any open file, a read-only one too. */
+#define FS_IOC_SETFLAGS		0x40086602
+#define FS_IOC32_SETFLAGS	0x40046602
+#define FS_IOC_SETVERSION	0x40087602
+#define FS_IOC32_SETVERSION	0x40047602
+#define FS_IOC_FSSETXATTR	0x401c5820
+
+SEC("lsm/file_ioctl")
+int BPF_PROG(manul_sbx_file_ioctl, struct file *file, unsigned int cmd, unsigned long arg,
+	     int ret)
+{
+	struct sbx_who who;
+	struct sbx_scratch *s;
+
+	if (ret)
+		return ret;
+	if (cmd != FS_IOC_SETFLAGS && cmd != FS_IOC32_SETFLAGS && cmd != FS_IOC_FSSETXATTR &&
+	    cmd != FS_IOC_SETVERSION && cmd != FS_IOC32_SETVERSION)
+		return 0;
+	if (!sbx_bound(&who))
+		return 0;
+	/* overlayfs asks again for the real file, opened through its private
+	 * mount: the caller's ioctl on the overlay file was decided already */
+	if (sbx_internal_mount(BPF_CORE_READ(file, f_path.mnt)))
+		return 0;
+	s = sbx_scratch_get();
+	if (!s)
+		return sbx_fail(&who, MANUL_SBX_WRITE, MANUL_SBX_OP_IOCTL, MANUL_SBX_M_LSM,
+				MANUL_ERR_NO_SCRATCH, EPERM);
+	return sbx_path_check(&who, s, sbx_resolve(s, BPF_CORE_READ(file, f_path.mnt),
+						   BPF_CORE_READ(file, f_path.dentry)),
+			      1U << MANUL_SBX_WRITE, MANUL_SBX_OP_IOCTL, MANUL_SBX_M_LSM, EPERM);
+}
+
 /* ---- links and renames: a new name never grants more ("refer") ---------- */
 
 /* What one name grants, for the refer rule. */

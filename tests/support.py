@@ -76,7 +76,7 @@ def cgroup2_root() -> Path:
 # it is sandboxed; after that it only makes the syscalls it is asked for.
 
 WORKER = r'''
-import ctypes, errno, json, mmap, os, socket, subprocess, sys, time
+import ctypes, errno, fcntl, json, mmap, os, socket, subprocess, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mmap.restype = ctypes.c_void_p
 libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
@@ -186,7 +186,19 @@ def path_op(c):
         return guard(os.setxattr, p, "trusted.manul", b"1")
     if op == "removexattr":
         return guard(os.removexattr, p, "trusted.manul")
+    if op == "setflags":  # chattr(1): the inode flags, set again as they are, through
+        return guard(set_flags, p)  # a read-only descriptor
     raise ValueError(op)
+
+
+def set_flags(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        buf = bytearray(8)
+        fcntl.ioctl(fd, 0x80086601, buf)  # FS_IOC_GETFLAGS
+        fcntl.ioctl(fd, 0x40086602, bytes(buf))  # FS_IOC_SETFLAGS
+    finally:
+        os.close(fd)
 
 
 def map_exec(path, how):
@@ -433,7 +445,7 @@ def run(c):
         n, ok = open_loop(c["path"], c["seconds"])
         return {"n": n, "ok": ok}
     if op in ("link", "rename", "unlink", "rmdir", "mkdir", "mkfifo", "symlink", "create",
-              "truncate", "chmod", "chown", "utime", "setxattr", "removexattr"):
+              "truncate", "chmod", "chown", "utime", "setxattr", "removexattr", "setflags"):
         return {"errno": path_op(c)}
     if op == "preopen":
         for p in c["paths"]:

@@ -94,7 +94,7 @@ SBX_CONFINE = 6  # Manul's built-in confinement (ptrace, mount, chroot, user nam
 # enum manul_sbx_op, by value: the operation that asked
 SBX_OPS = ("open", "exec", "mmap", "mprotect", "create", "mkdir", "unlink", "rmdir",
            "symlink", "link", "rename", "truncate", "chmod", "chown", "connect", "sendmsg",
-           "socket", "ptrace", "mount", "chroot", "userns", "setxattr", "utimes")
+           "socket", "ptrace", "mount", "chroot", "userns", "setxattr", "utimes", "ioctl")
 SBX_SOCK_RAW, SBX_SOCK_PACKET = 1, 2  # enum manul_sbx_sock_kind
 SBX_DENIED, SBX_WOULD_DENY = 1, 2  # enum manul_sbx_verdict_kind
 SBX_M_LSM, SBX_M_CGROUP, SBX_M_TRACEPOINT = 1, 2, 3  # enum manul_sbx_mechanism

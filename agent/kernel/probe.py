@@ -187,7 +187,7 @@ SANDBOX_MECHANISMS: dict[bool, tuple[tuple[str, str, bool], ...]] = {
     True: (
         ("readFile", "lsm:file_open", True),
         ("writeFile", "lsm:file_open+path_mknod/mkdir/unlink/rmdir/symlink/truncate/"
-         "chmod/chown/link/rename+inode_setattr/setxattr/removexattr", True),
+         "chmod/chown/link/rename+inode_setattr/setxattr/removexattr+file_ioctl", True),
         ("exec", "lsm:bprm_check_security+mmap_file/file_mprotect", True),
         ("loadLibrary", "lsm:mmap_file/file_mprotect", True),
         ("connectNetwork", "lsm:socket_connect/socket_sendmsg+cgroup:sendmsg4/6", True),

@@ -44,7 +44,7 @@ LSM_PROGRAMS = (
     "manul_sbx_path_unlink", "manul_sbx_path_rmdir", "manul_sbx_path_symlink",
     "manul_sbx_path_truncate", "manul_sbx_path_chmod", "manul_sbx_path_chown",
     "manul_sbx_path_link", "manul_sbx_path_rename", "manul_sbx_inode_setxattr",
-    "manul_sbx_inode_removexattr", "manul_sbx_inode_setattr",
+    "manul_sbx_inode_removexattr", "manul_sbx_inode_setattr", "manul_sbx_file_ioctl",
     # exec and executable mappings
     "manul_sbx_bprm_check", "manul_sbx_exec_done", "manul_sbx_mmap_file",
     "manul_sbx_file_mprotect",

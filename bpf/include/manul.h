@@ -216,6 +216,7 @@ enum manul_sbx_op {
 	MANUL_SBX_OP_USERNS = 20,	/* creating a user namespace */
 	MANUL_SBX_OP_SETXATTR = 21,
 	MANUL_SBX_OP_UTIMES = 22,
+	MANUL_SBX_OP_IOCTL = 23,	/* file attribute ioctls: chattr, fsxattr */
 };
 
 enum manul_sbx_verdict_kind {

@@ -169,6 +169,10 @@ def test_every_path_change_is_a_write(pair: tuple[SyscallWorker, SyscallWorker],
                   {"op": "mkfifo", "path": "/workspace/p"},
                   {"op": "unlink", "path": "/workspace/new"}):
         assert w.errno(**probe) == 0, probe
+    # chattr through a read-only descriptor: EPERM (an ioctl on an open file)
+    assert w.errno(op="setflags", path="/ro/f") == errno.EPERM
+    assert w.errno(op="setflags", path="/workspace/a") == 0
+    assert o.errno(op="setflags", path="/ro/g") == 0
     assert o.errno(op="chmod", path="/ro/g") == 0
     assert o.errno(op="utime", path="/ro/g") == 0
     assert o.errno(op="setxattr", path="/ro/g") == 0
@@ -191,7 +195,7 @@ def layered(root: Path, tmp_path: Path) -> Iterator[Path]:
         lower, upper, work = layers / "lower", layers / "upper", layers / "work"
         for d in (lower, upper, work):
             d.mkdir(parents=True)
-        for name in ("a", "b", "c", "d"):
+        for name in ("a", "b", "c", "d", "e"):
             (lower / name).write_text(name)
             os.setxattr(lower / name, "trusted.image", b"1")
         target = root / where
@@ -212,16 +216,18 @@ def test_container_layers_copy_up_and_stay_decided(
     for probe in ({"op": "open", "path": "/workspace/ov/a", "mode": "w"},
                   {"op": "utime", "path": "/workspace/ov/b"},
                   {"op": "setxattr", "path": "/workspace/ov/c"},
-                  {"op": "chmod", "path": "/workspace/ov/d"}):
+                  {"op": "chmod", "path": "/workspace/ov/d"},
+                  {"op": "setflags", "path": "/workspace/ov/e"}):
         assert w.errno(**probe) == 0, probe
     upper = tmp_path / "layers" / "workspace-ov" / "upper"
-    assert {p.name for p in upper.iterdir()} == {"a", "b", "c", "d"}  # all copied up
+    assert {p.name for p in upper.iterdir()} == {"a", "b", "c", "d", "e"}  # all copied up
     # where it is not, the overlay's own work does not make it so
     for probe in ({"op": "open", "path": "/ro/ov/a", "mode": "w"},
                   {"op": "utime", "path": "/ro/ov/b"},
                   {"op": "setxattr", "path": "/ro/ov/c"},
                   {"op": "chmod", "path": "/ro/ov/d"}):
         assert w.errno(**probe) == errno.ENOENT, probe
+    assert w.errno(op="setflags", path="/ro/ov/e") == errno.EPERM
     assert not any((tmp_path / "layers" / "ro-ov" / "upper").iterdir())  # nothing copied up
     # the positive control: outside the sandbox, the same changes work
     assert o.errno(op="utime", path="/ro/ov/b") == 0
