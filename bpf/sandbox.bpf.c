@@ -918,6 +918,23 @@ int BPF_PROG(manul_sbx_inode_setattr_idmap, void *idmap, struct dentry *dentry,
 	return ret ? ret : sbx_setattr(dentry, attr);
 }
 
+/* An operation on an open file, decided on its path (walked from its mount):
+ * all of `need`, or any of `any`; EPERM (the file is open: its existence is
+ * no secret). */
+static __always_inline int sbx_file_decide(const struct sbx_who *who, struct file *file,
+					   __u32 need, __u32 any, __u8 op)
+{
+	struct sbx_scratch *s = sbx_scratch_get();
+
+	if (!s)	/* reported as sbx_path_decide would: loadLibrary for a mapping */
+		return sbx_fail(who, (any & (1U << MANUL_SBX_LOAD_LIBRARY)) ?
+				MANUL_SBX_LOAD_LIBRARY : sbx_first_slot(need | any), op,
+				MANUL_SBX_M_LSM, MANUL_ERR_NO_SCRATCH, EPERM);
+	return sbx_path_decide(who, s, sbx_resolve(s, BPF_CORE_READ(file, f_path.mnt),
+						    BPF_CORE_READ(file, f_path.dentry)),
+			       need, any, op, MANUL_SBX_M_LSM, EPERM, NULL);
+}
+
 /* chattr(1) and friends: inode flags (immutable, append-only, ...) and
  * fsxattr change through an ioctl on any open file, a read-only one too. */
 #define FS_IOC_SETFLAGS		0x40086602
@@ -931,7 +948,6 @@ int BPF_PROG(manul_sbx_file_ioctl, struct file *file, unsigned int cmd, unsigned
 	     int ret)
 {
 	struct sbx_who who;
-	struct sbx_scratch *s;
 
 	if (ret)
 		return ret;
@@ -944,13 +960,7 @@ int BPF_PROG(manul_sbx_file_ioctl, struct file *file, unsigned int cmd, unsigned
 	 * mount: the caller's ioctl on the overlay file was decided already */
 	if (sbx_internal_mount(BPF_CORE_READ(file, f_path.mnt)))
 		return 0;
-	s = sbx_scratch_get();
-	if (!s)
-		return sbx_fail(&who, MANUL_SBX_WRITE, MANUL_SBX_OP_IOCTL, MANUL_SBX_M_LSM,
-				MANUL_ERR_NO_SCRATCH, EPERM);
-	return sbx_path_check(&who, s, sbx_resolve(s, BPF_CORE_READ(file, f_path.mnt),
-						   BPF_CORE_READ(file, f_path.dentry)),
-			      1U << MANUL_SBX_WRITE, MANUL_SBX_OP_IOCTL, MANUL_SBX_M_LSM, EPERM);
+	return sbx_file_decide(&who, file, 1U << MANUL_SBX_WRITE, 0, MANUL_SBX_OP_IOCTL);
 }
 
 /* ---- links and renames: a new name never grants more ("refer") ---------- */
@@ -1171,20 +1181,13 @@ static __always_inline bool sbx_in_exec(void)
 static __always_inline int sbx_map_exec(struct file *file, __u8 op)
 {
 	struct sbx_who who;
-	struct sbx_scratch *s;
 
 	if (!sbx_bound(&who))
 		return 0;
 	if (sbx_in_exec())
 		return 0;
-	s = sbx_scratch_get();
-	if (!s)
-		return sbx_fail(&who, MANUL_SBX_LOAD_LIBRARY, op, MANUL_SBX_M_LSM,
-				MANUL_ERR_NO_SCRATCH, EPERM);
-	return sbx_path_decide(&who, s, sbx_resolve(s, BPF_CORE_READ(file, f_path.mnt),
-						     BPF_CORE_READ(file, f_path.dentry)),
-			       0, (1U << MANUL_SBX_EXEC) | (1U << MANUL_SBX_LOAD_LIBRARY), op,
-			       MANUL_SBX_M_LSM, EPERM, NULL);
+	return sbx_file_decide(&who, file, 0,
+			       (1U << MANUL_SBX_EXEC) | (1U << MANUL_SBX_LOAD_LIBRARY), op);
 }
 
 SEC("lsm/mmap_file")
