@@ -129,6 +129,10 @@ class Daemon:
 
     def _healthz(self) -> tuple[int, Any]:
         ok = not self.stop_event.is_set() and self.started_at > 0
+        authz: dict[str, Any] | None = None
+        if self.authz is not None:
+            serving, authz = self.authz.health_detail()
+            ok = ok and serving  # no policy set, or the socket cannot accept
         return (200 if ok else 503), {
             "ok": ok,
             "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0,
@@ -138,6 +142,7 @@ class Daemon:
                          else str(self.config.registry), "error": self.source.last_error,
                          "agents": len(self.registry().agents)},
             "discovery": vars(self.discovery.stats),
+            "authz": authz,
             "sandbox": ({"status": self.sandbox.status().to_json(),
                          "errors": self.sandbox.errors} if self.sandbox is not None
                         and self.sandbox.maps is not None else None),

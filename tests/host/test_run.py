@@ -73,3 +73,24 @@ def test_manul_run_shows_a_shell_https_call(tmp_path: Path) -> None:
     records = [json.loads(x) for x in audit.read_text().splitlines()]
     assert any(r["kind"] == "llm-provider-first-seen" and r["provider"] == "openai"
                for r in records)
+
+
+def test_healthz_answers_for_the_embedded_decision_point(tmp_path: Path) -> None:
+    """`manul run --policies`: the agent's /healthz is 503 while the decision
+    point cannot serve (here: its socket cannot accept), with the reason."""
+    from agent.daemon import Daemon, DaemonConfig
+
+    d = Daemon(DaemonConfig(registry=ROOT / "examples" / "registry", listen="", sandbox=False,
+                            policies=ROOT / "examples" / "policies" / "gateway",
+                            authz_socket=tmp_path / "authz.sock"))
+    assert d.authz is not None
+    d.authz.start()
+    d.started_at = time.time()
+    try:
+        code, body = d._healthz()
+        assert code == 200 and body["authz"]["serving"] and body["authz"]["socket"]["accepting"]
+        d.authz.gate._set_accepting(False)  # what the accept loop does on EMFILE
+        code, body = d._healthz()
+        assert code == 503 and body["authz"]["socket"]["accepting"] is False
+    finally:
+        d.authz.stop()
