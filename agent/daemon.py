@@ -142,6 +142,7 @@ class Daemon:
                          else str(self.config.registry), "error": self.source.last_error,
                          "agents": len(self.registry().agents)},
             "discovery": vars(self.discovery.stats),
+            "kernel": self.ring_stats,  # per BPF object: delivered, errors, ringbuf_full (lost)
             "authz": authz,
             "sandbox": ({"status": self.sandbox.status().to_json(),
                          "errors": self.sandbox.errors} if self.sandbox is not None
@@ -195,6 +196,7 @@ class Daemon:
 
     def _loop(self, sensor: TlsSensor) -> None:
         last_poll = time.monotonic()
+        self._export_counters(sensor)  # /healthz has every object's counters from the start
         while not self.stop_event.is_set():
             for hs in sensor.poll(0.1):
                 obs = self.discovery.handle(hs)

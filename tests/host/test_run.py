@@ -55,9 +55,16 @@ def test_manul_run_shows_a_shell_https_call(tmp_path: Path) -> None:
             line = _wait_for(proc, r"openai \(api\.openai\.com", 10)
             print(f"classified line after {time.monotonic() - t0:.3f} s: {line.strip()}")
         assert re.search(r"\b(shadow|registered)\b", line) and "curl" in line
-        with urllib.request.urlopen("http://127.0.0.1:19464/healthz", timeout=5) as resp:
-            health = json.load(resp)
+        deadline = time.monotonic() + 5
+        while True:  # the kernel counters are exported once a second
+            with urllib.request.urlopen("http://127.0.0.1:19464/healthz", timeout=5) as resp:
+                health = json.load(resp)
+            tls = health["kernel"]["tls"]  # every object's deliveries and losses
+            if tls["delivered"] >= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert health["ok"] and health["discovery"]["llm"] >= 1
+        assert tls["delivered"] >= 1 and tls["ringbuf_full"] == 0, health["kernel"]
         with urllib.request.urlopen("http://127.0.0.1:19464/metrics", timeout=5) as resp:
             text = resp.read().decode()
         assert 'manul_llm_handshakes_total{classification=' in text
