@@ -223,7 +223,8 @@ struct {
  * and are not decided again. They are recognised by the credentials: the
  * task's effective cred is overridden (cred != real_cred) and is the
  * creator_cred of an overlay a sandboxed task has reached through a hook
- * here (noted in sbx_walk, before any inner call can happen), with the same
+ * here (noted in sbx_walk and on write opens, before any inner call can
+ * happen: copy-ups follow only writes and attribute changes), with the same
  * fsuid and effective capabilities as when noted. A task cannot install
  * another task's cred as its own, so this is not a way around a sandbox;
  * io_uring personalities are the task's own earlier creds. */
@@ -486,7 +487,8 @@ int BPF_PROG(manul_sbx_file_open, struct file *file, int ret)
 		return 0;
 	if (sbx_internal_mount(file->f_path.mnt))
 		return 0;
-	sbx_note_stack(BPF_CORE_READ(file, f_path.mnt, mnt_sb));
+	if (mode & FMODE_WRITE)	/* a write open of an image file copies it up */
+		sbx_note_stack(BPF_CORE_READ(file, f_path.mnt, mnt_sb));
 	if (mode & FMODE_READ)
 		need |= 1U << MANUL_SBX_READ;
 	if (mode & FMODE_WRITE)

@@ -3,7 +3,6 @@ records come from, quarantine, signals. One definition, so the two cannot drift 
 
 from __future__ import annotations
 
-import ipaddress
 import signal
 import threading
 from collections.abc import Callable
@@ -13,17 +12,18 @@ from typing import Any, TypeVar
 
 import click
 
+from agent.errors import ConfigError
+from agent.textfile import read_text
+
 F = TypeVar("F", bound=Callable[..., Any])
 
-def _networks(ctx: click.Context, param: click.Parameter,
-              values: tuple[str, ...]) -> tuple[str, ...]:
-    """--allow values, checked before anything is loaded or pinned."""
-    for v in values:
-        try:
-            ipaddress.ip_network(v, strict=False)
-        except ValueError:
-            raise click.BadParameter(f"`{v}` is not an IP address or CIDR") from None
-    return values
+def read_arg(path: str, what: str = "") -> str:
+    """A file named on the command line, as text; a bad parameter naming the
+    flag (`what`) and saying why not (agent.textfile)."""
+    try:
+        return read_text(path, ConfigError, what)
+    except ConfigError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 _OPTIONS = [
@@ -39,7 +39,7 @@ _OPTIONS = [
                  help="SPIFFE trust domain of pod identities."),
     click.option("--quarantine-shadow", is_flag=True,
                  help="Deny shadow agents' egress except to the gateway (and --allow)."),
-    click.option("--allow", "allow", multiple=True, metavar="CIDR", callback=_networks,
+    click.option("--allow", "allow", multiple=True, metavar="CIDR",
                  help="With --quarantine-shadow: also allow this address or CIDR."),
 ]
 

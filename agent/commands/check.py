@@ -21,32 +21,15 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
+from agent.commands._options import read_arg
 from agent.decision.client import ask, build_check_request, response_summary
 from agent.decision.errors import RequestError
 from agent.decision.server import DEFAULT_SOCKET
 from agent.errors import ManulError
 
 
-def _read(path: str, what: str) -> str:
-    """A file named on the command line, as text; a sentence if it cannot be."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except IsADirectoryError:
-        raise click.BadParameter(f"{what}: `{p}` is a directory, not a file") from None
-    except FileNotFoundError:
-        raise click.BadParameter(f"{what}: `{p}` does not exist") from None
-    except OSError as e:
-        raise click.BadParameter(f"{what}: cannot read `{p}`: {e.strerror}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise click.BadParameter(f"{what}: `{p}` is not UTF-8 text (byte {e.start}); is it a "
-                                 "binary file?") from None
-
-
 def _json_arg(value: str, what: str) -> Any:
-    text = _read(value[1:], what) if value.startswith("@") else value
+    text = read_arg(value[1:], what) if value.startswith("@") else value
     try:
         return json.loads(text)
     except ValueError as e:
@@ -56,7 +39,7 @@ def _json_arg(value: str, what: str) -> Any:
 def _spec(file: str | None, **flags: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if file:
-        text = sys.stdin.read() if file == "-" else _read(file, "-f")
+        text = sys.stdin.read() if file == "-" else read_arg(file, "-f")
         try:
             loaded = json.loads(text)
         except ValueError as e:

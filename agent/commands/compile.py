@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
+from agent.commands._options import read_arg
 from compiler import (
     Compilation,
     CompiledSandbox,
@@ -31,18 +31,11 @@ from compiler import (
 )
 
 
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise click.FileError(path, hint=str(e)) from e
-
-
 def _hosts(path: str | None) -> dict[str, list[str]]:
     if path is None:
         return {}
     try:
-        data = json.loads(_read(path))
+        data = json.loads(read_arg(path))
     except ValueError as e:
         raise click.BadParameter(f"{path}: not JSON: {e}", param_hint="--hosts") from e
     ok = isinstance(data, dict) and all(
@@ -96,8 +89,8 @@ def compile_cmd(
       manul compile policy.cedar --query requests.jsonl
     """
     err = Console(stderr=True, highlight=False)
-    sources = [PolicySource(f, _read(f)) for f in files]
-    ents = EntitiesSource(entities_file, _read(entities_file)) if entities_file else None
+    sources = [PolicySource(f, read_arg(f)) for f in files]
+    ents = EntitiesSource(entities_file, read_arg(entities_file)) if entities_file else None
     try:
         result = compile_policies(sources, ents, resolved=_hosts(hosts_file))
     except CompileError as e:
@@ -118,7 +111,7 @@ def compile_cmd(
 
 
 def _query(result: Compilation, path: str, err: Console) -> int:
-    text = sys.stdin.read() if path == "-" else _read(path)
+    text = sys.stdin.read() if path == "-" else read_arg(path)
     querier = Querier(result)
     status = 0
     for n, line in enumerate(text.splitlines(), 1):

@@ -21,6 +21,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from agent.commands._options import read_arg
 from agent.errors import ManulError
 from agent.kernel.fs import PIN_ROOT, cgroup2_root
 from agent.sandbox import maps as M
@@ -48,16 +49,9 @@ def _fail(message: str, details: tuple[str, ...] = ()) -> NoReturn:
     sys.exit(1)
 
 
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise click.FileError(path, hint=str(e)) from e
-
-
 def _hosts_table(path: str) -> dict[str, list[str]]:
     try:
-        data = json.loads(_read(path))
+        data = json.loads(read_arg(path))
     except ValueError as e:
         raise click.BadParameter(f"{path}: not JSON: {e}", param_hint="--hosts") from e
     if not (isinstance(data, dict) and all(
@@ -129,8 +123,8 @@ def apply(root: Path, files: tuple[str, ...], entities_file: str | None, hosts_f
         else:
             if not files:
                 raise click.UsageError("give at least one Cedar policy FILE")
-            sources = tuple(PolicySource(f, _read(f)) for f in files)
-            ents = EntitiesSource(entities_file, _read(entities_file)) if entities_file else None
+            sources = tuple(PolicySource(f, read_arg(f)) for f in files)
+            ents = EntitiesSource(entities_file, read_arg(entities_file)) if entities_file else None
             refs = [CgroupRef.resolve(c) for c in cgroups]
             target = "cgroup:" + ",".join("/" + r.path for r in refs)
         resolver = static_resolver(_hosts_table(hosts_file)) if hosts_file else system_resolver
@@ -171,8 +165,8 @@ def _workload(name: str, registry: Path | None, files: tuple[str, ...],
                           f"of Agent `{agent.meta.key}`")
     ents: EntitiesSource | None
     if files:
-        sources = tuple(PolicySource(f, _read(f)) for f in files)
-        extra = json.loads(_read(entities_file)) if entities_file else []
+        sources = tuple(PolicySource(f, read_arg(f)) for f in files)
+        extra = json.loads(read_arg(entities_file)) if entities_file else []
         ents = EntitiesSource(entities_file or f"agent:{agent.meta.key}",
                               json.dumps(with_agent(extra, agent)))
     else:

@@ -174,7 +174,7 @@ class _Relay:
             self.inner.close()
             for fd in (*self._pipes[0], *self._pipes[1]):
                 os.close(fd)
-            raise OSError("cannot start a relay thread") from None
+            raise OSError(errno.EAGAIN, "cannot start a relay thread") from None
         try:
             pumps[1].start()
         except RuntimeError:
@@ -185,7 +185,7 @@ class _Relay:
             os.close(self._pipes[1][0])
             os.close(self._pipes[1][1])
             self.close()
-            raise OSError("cannot start a relay thread") from None
+            raise OSError(errno.EAGAIN, "cannot start a relay thread") from None
 
     def _pump(self, src: socket.socket, dst: socket.socket, pipe: tuple[int, int]) -> None:
         r, w = pipe
@@ -219,10 +219,13 @@ class _Relay:
                 s.shutdown(socket.SHUT_RDWR)
 
 
-# accept() errors that say "not now" (descriptors, memory, a peer that left
-# before we got to it): back off and go on; only stop() ends the loop
-_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED,
-              errno.EPROTO, errno.EPERM, errno.EINTR, errno.EAGAIN}
+# Errors taking a connection: one peer gone before we got to it (skip it),
+# or the process out of descriptors, memory or threads (back off until
+# some are free). Anything else is logged as unexpected and treated like
+# exhaustion; only stop() ends the loop.
+_PEER_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EPIPE, errno.ECONNRESET,
+              errno.ENOTCONN}
+_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EAGAIN}
 # descriptors one relayed connection holds: the accepted socket, the
 # upstream one, two pipes, and the gRPC server's end of the upstream one
 FDS_PER_CONNECTION = 7
@@ -308,13 +311,10 @@ class PeerGate:
             except OSError as e:
                 if self._stopping.is_set():
                     return  # stop() shut the listener down
-                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EPIPE,
-                               errno.ECONNRESET, errno.ENOTCONN):
+                if e.errno in _PEER_GONE:
                     continue  # that one peer is gone; the socket is fine
-                # out of descriptors, memory or threads, for accept() or for the
-                # relay: nothing can be answered until some are free again
                 self.accept_errors += 1
-                if e.errno not in _TRANSIENT:
+                if e.errno not in _EXHAUSTED:
                     log.error("cannot take a connection on %s: %s; retrying", self.path, e)
                 self.last_error = e.strerror or str(e)
                 if self.accepting:

@@ -22,6 +22,7 @@ from cedarpy import pst
 from agent.decision.entities import Uid
 from agent.decision.errors import PolicyLoadError
 from agent.decision.schema import Action, groups_of, schema
+from agent.textfile import read_text
 
 Constraint = pst.PrincipalOrResourceConstraint
 
@@ -197,10 +198,7 @@ def load_policy_dir(root: str | Path) -> PolicyIndex:
         raise PolicyLoadError(f"{base}: the policy folder does not exist")
     sources = []
     for path in sorted(base.rglob("*.cedar")):
-        try:
-            sources.append((str(path.relative_to(base)), path.read_text()))
-        except (OSError, UnicodeDecodeError) as e:
-            raise PolicyLoadError(f"{path}: cannot read: {e}") from e
+        sources.append((str(path.relative_to(base)), read_text(path, PolicyLoadError)))
     return parse_policies(sources)
 
 

@@ -18,6 +18,7 @@ from agent.errors import RegistryError
 from agent.registry.model import Record
 from agent.registry.parse import parse_record
 from agent.registry.registry import Registry
+from agent.textfile import read_text
 
 log = logging.getLogger(__name__)
 
@@ -66,26 +67,13 @@ def _documents(path: Path, text: str) -> list[tuple[int, Any]]:
     return docs
 
 
-def _read_text(path: Path, what: str = "") -> str:
-    """A file as UTF-8 text, or a RegistryError that says why not."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise RegistryError(f"{what}cannot read `{path}`: {e.strerror}") from e
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise RegistryError(f"{what}`{path}` is not UTF-8 text (byte {e.start} is "
-                            f"0x{data[e.start]:02x}); is it a binary file?") from None
-
-
 def read_records(path: Path) -> list[Record]:
     """Parse one YAML file into records."""
-    text = _read_text(path)
+    text = read_text(path, RegistryError)
     base = path.parent
 
     def read_file(rel: str) -> str:
-        return _read_text((base / rel).resolve(), f"{path}: spec.file: ")
+        return read_text((base / rel).resolve(), RegistryError, f"{path}: spec.file")
 
     return [parse_record(doc, f"{path}:{line}", read_file)
             for line, doc in _documents(path, text) if doc is not None]

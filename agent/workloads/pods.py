@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import yaml
 
 from agent.errors import WorkloadError
+from agent.textfile import read_text
 
 log = logging.getLogger(__name__)
 
@@ -177,13 +178,7 @@ class StaticPods:
     def from_file(cls, path: str | Path) -> StaticPods:
         """Load `kubectl get pods -o yaml` / `-o json` output, a Pod, or several YAML docs."""
         p = Path(path)
-        try:
-            text = p.read_bytes().decode("utf-8")
-        except OSError as e:
-            raise WorkloadError(f"cannot read pods file `{p}`: {e.strerror}") from e
-        except UnicodeDecodeError as e:
-            raise WorkloadError(f"pods file `{p}` is not UTF-8 text (byte {e.start}); is it a "
-                                "binary file?") from None
+        text = read_text(p, WorkloadError, "cannot read pods file")
         try:
             docs = [json.loads(text)] if p.suffix == ".json" else list(yaml.safe_load_all(text))
         except (json.JSONDecodeError, yaml.YAMLError) as e:
