@@ -180,15 +180,26 @@ def path_op(c):
         return guard(os.chmod, p, 0o777)
     if op == "chown":
         return guard(os.chown, p, 1, 1)
-    if op == "utime":
-        return guard(os.utime, p, (1, 1))
+    if op == "utime":  # with "fd": futimens through a read-only descriptor
+        return guard(on_fd, p, lambda f: os.utime(f, (1, 1))) if c.get("fd") else \
+            guard(os.utime, p, (1, 1))
     if op == "setxattr":  # trusted.*: what tmpfs takes on every kernel (root only)
-        return guard(os.setxattr, p, "trusted.manul", b"1")
+        return guard(on_fd, p, lambda f: os.setxattr(f, "trusted.manul", b"1")) \
+            if c.get("fd") else guard(os.setxattr, p, "trusted.manul", b"1")
     if op == "removexattr":
         return guard(os.removexattr, p, "trusted.manul")
     if op == "setflags":  # chattr(1): the inode flags, set again as they are, through
         return guard(set_flags, p)  # a read-only descriptor
     raise ValueError(op)
+
+
+def on_fd(path, fn):
+    """fn(fd) on a read-only descriptor of path (the f* form of a call)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fn(fd)
+    finally:
+        os.close(fd)
 
 
 def set_flags(path):

@@ -1,5 +1,6 @@
-"""Options and plumbing shared by `manul run` and `manul discover`: where workloads and
-records come from, quarantine, signals. One definition, so the two cannot drift apart."""
+"""Options and plumbing shared by the commands: `manul run` and `manul discover`'s
+workload, record and quarantine options and signals, and every command's reading of
+a file named on the command line. One definition, so they cannot drift apart."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from agent.errors import ConfigError
 from agent.textfile import read_text
 
 F = TypeVar("F", bound=Callable[..., Any])
+
 
 def read_arg(path: str, what: str = "") -> str:
     """A file named on the command line, as text; a bad parameter naming the

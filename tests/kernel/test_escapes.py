@@ -149,6 +149,9 @@ def test_every_path_change_is_a_write(pair: tuple[SyscallWorker, SyscallWorker],
                   {"op": "mkfifo", "path": "/ro/p"}, {"op": "create", "path": "/ro/new"},
                   {"op": "symlink", "target": "x", "path": "/ro/s"},
                   {"op": "utime", "path": "/ro/f"}, {"op": "setxattr", "path": "/ro/f"},
+                  # the f* forms, through a descriptor the sandbox let it open read-only
+                  {"op": "utime", "path": "/ro/f", "fd": True},
+                  {"op": "setxattr", "path": "/ro/f", "fd": True},
                   {"op": "unlink", "path": "/workspace/.git/config"},
                   {"op": "open", "path": "/workspace/.git/config", "mode": "w"}):
         assert w.errno(**probe) == errno.ENOENT, probe
@@ -175,6 +178,8 @@ def test_every_path_change_is_a_write(pair: tuple[SyscallWorker, SyscallWorker],
     assert o.errno(op="setflags", path="/ro/g") == 0
     assert o.errno(op="chmod", path="/ro/g") == 0
     assert o.errno(op="utime", path="/ro/g") == 0
+    assert o.errno(op="utime", path="/ro/g", fd=True) == 0
+    assert o.errno(op="setxattr", path="/ro/g", fd=True) == 0
     assert o.errno(op="setxattr", path="/ro/g") == 0
     assert o.errno(op="unlink", path="/ro/g") == 0
     assert o.errno(op="create", path="/ro/new") == 0
