@@ -22,11 +22,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "discover": ("agent.commands.discover", "discover",
                  "Watch which workloads call LLM providers, and classify them."),
     "compile": ("agent.commands.compile", "compile_cmd",
-                "Compile Cedar sandbox policies to kernel map entries."),
+                "Compile a policy set: what the kernel enforces, what the gateway does."),
     "authz": ("agent.commands.authz", "authz", "Serve Envoy ext_authz decisions on a Unix socket."),
     "check": ("agent.commands.check", "check",
               "Ask the decision point for a decision and its explanation."),
     "sandbox": ("agent.commands.sandbox", "sandbox", "Apply, inspect and remove kernel sandboxes."),
+    "quarantine": ("agent.commands.quarantine", "quarantine",
+                   "Quarantine workloads (egress only to the gateway); list; release."),
 }
 
 

@@ -2,13 +2,21 @@
 
 `manul run` builds a `Daemon` from its flags. Host mode (the default) reads
 the registry from a folder of YAML and attributes workloads from cgroup
-paths; cluster mode adds pods from the Kubernetes API. What runs today:
-the kernel feature probe (reported, and exported as `manul_mechanism_info`),
-the registry watch, TLS discovery with classification and optional
-quarantine of shadow agents, kernel sandboxes for the registry's sandboxed
-agents (reconciled as records and workloads change), the HTTP endpoint (/metrics, /healthz,
-/inventory), and, given gateway policies, the ext_authz decision point on
-its Unix socket, which reads this node's facts about callers (`NodeFacts`).
+paths; cluster mode adds pods from the Kubernetes API. One agent, composed
+of one of each:
+
+- one registry source (`FileSource` or `KubeSource`), polled here;
+- one policy set (`--policies DIR` on a host, else the registry's Policy
+  records), read once per change and shared: the kernel sandboxes of the
+  registry's sandboxed agents and the ext_authz decision point enforce it;
+- one audit log, one HTTP server (/metrics, /healthz, /inventory, the
+  decision point's JWKS), one set of node facts about callers (`NodeFacts`:
+  the pinned quarantine map, read back every second).
+
+Also the kernel feature probe (reported, and exported as
+`manul_mechanism_info`) and TLS discovery with classification and optional
+quarantine of shadow agents. The decision point runs with `--policies` and
+in cluster mode.
 """
 
 from __future__ import annotations
@@ -25,14 +33,22 @@ from typing import Any
 
 from agent.decision.facts import NodeFacts
 from agent.decision.server import DEFAULT_SOCKET, DecisionServer, ServerConfig
-from agent.discovery.quarantine import Quarantine, addr_key, resolve_hosts
+from agent.decision.sources import Sources
+from agent.discovery.quarantine import Quarantine, addr_key, pinned_cgroups, resolve_hosts
 from agent.discovery.sensor import TlsSensor
 from agent.discovery.service import Discovery, Observation
 from agent.errors import ConfigError, ManulError
 from agent.kernel import RingBuffer, fs
+from agent.kernel.fs import PIN_ROOT
 from agent.kernel.probe import Feature, Mechanism, choose_mechanisms, safe_probe_all
 from agent.registry import FileSource, Registry
 from agent.registry.kube import KubeSource
+from agent.registry.policyset import (
+    CachedPolicySet,
+    PolicyFolder,
+    PolicyRecords,
+    PolicySetSource,
+)
 from agent.sandbox.service import SandboxService
 from agent.telemetry import metrics
 from agent.telemetry.audit import AuditLog
@@ -54,8 +70,16 @@ class DaemonConfig:
     node: str = ""  # this node's name (cluster mode); default $NODE_NAME, else hostname
     pods_file: Path | None = None  # pods from a file (kubectl get pods -o yaml), offline
     sandbox: bool = True  # enforce the registry's sandboxes (Agent spec.sandbox)
-    policies: Path | None = None  # gateway Cedar policies: also serve ext_authz decisions
+    # The policy set, for the kernel and the gateway alike: a folder (host
+    # mode); None: the registry's Policy records.
+    policies: Path | None = None
     authz_socket: Path = DEFAULT_SOCKET
+    pin_root: Path = PIN_ROOT  # bpffs directory of the pinned state (sandbox, quarantine)
+
+    @property
+    def decision_point(self) -> bool:
+        """Serve ext_authz: with a policy folder, and always in cluster mode."""
+        return self.policies is not None or self.kubernetes
 
 
 class Daemon:
@@ -85,31 +109,33 @@ class Daemon:
         self.audit = AuditLog(config.audit_log) if config.audit_log else None
         for network in config.quarantine_allow:
             addr_key(network)  # ConfigError now, before anything is loaded or pinned
-        self.quarantine = Quarantine() if config.quarantine_shadow else None
+        self.quarantine = Quarantine(root=config.pin_root) if config.quarantine_shadow else None
         root_id = fs.cgroup_id(fs.cgroup2_root()[0])
         own = fs.cgroup_id(fs.resolve_cgroup(fs.cgroup_of_pid(os.getpid())))
         self.discovery = Discovery(
             self.registry, self.resolver, audit=self.audit, quarantine=self.quarantine,
             quarantine_shadow=config.quarantine_shadow,
             protect_cgroups=frozenset({root_id, own}))
-        self.sandbox = (SandboxService(self.registry, self.resolver, self.audit)
+        # The one policy set: both enforcement points read this one reading.
+        source: PolicySetSource = (PolicyFolder(config.policies) if config.policies is not None
+                                   else PolicyRecords(self.registry))
+        self.policy_set = CachedPolicySet(source)
+        self.sandbox = (SandboxService(self.registry, self.resolver, self.audit,
+                                       policies=self.policy_set, root=config.pin_root)
                         if config.sandbox else None)
         # What only this node knows about callers, for the decision point.
         self.facts = NodeFacts()
-        self.authz: DecisionServer | None = None
-        if config.policies is not None:
-            if config.registry is None:
-                raise ConfigError("the decision point reads the registry from a folder; "
-                                  "give --registry with --policies")
-            self.authz = DecisionServer(
-                ServerConfig(registry=config.registry, policies=config.policies,
-                             socket=config.authz_socket, audit_log=config.audit_log),
-                facts=self.facts)
         self.http = HttpServer(config.listen) if config.listen else None
         if self.http is not None:
             self.http.add_route("/healthz", self._healthz)
             self.http.add_route("/inventory",
                                 lambda: (200, self.discovery.inventory.to_json()))
+        self.authz: DecisionServer | None = None
+        if config.decision_point:
+            self.authz = DecisionServer(
+                ServerConfig(socket=config.authz_socket, http=""), facts=self.facts,
+                sources=Sources(self.source, self.policy_set, poll_registry=False),
+                http=self.http, audit=self.audit)
         self.started_at = 0.0
         self._exported: dict[str, int] = {}
         # per BPF object: events delivered from its ring buffer and its error
@@ -141,6 +167,8 @@ class Daemon:
             "registry": {"source": "kubernetes" if self.config.kubernetes
                          else str(self.config.registry), "error": self.source.last_error,
                          "agents": len(self.registry().agents)},
+            "policies": {"source": self.policy_set.origin},
+            "quarantined_callers": sorted(self.facts.quarantined()),
             "discovery": vars(self.discovery.stats),
             "kernel": self.ring_stats,  # per BPF object: delivered, errors, ringbuf_full (lost)
             "authz": authz,
@@ -156,6 +184,10 @@ class Daemon:
     def run(self, ready: Callable[[tuple[str, int] | None], None] | None = None) -> None:
         """Run until `stop_event` is set (or SIGINT/SIGTERM through the CLI)."""
         self.probe()
+        if self.config.policies is not None and self.registry().policies:
+            log.warning("the registry's %d Policy records are not read: the policy set is "
+                        "the folder `%s` (--policies)", len(self.registry().policies),
+                        self.config.policies)
         address = self.http.start() if self.http is not None else None
         if self.authz is not None:
             self.authz.start()
@@ -210,8 +242,34 @@ class Daemon:
                 if self.source.poll() and self.quarantine is not None:
                     self.quarantine.set_allowed(self._gateway_allow())
                 self.resolver.refresh()
+                self.sync_facts()
                 self._export_counters(sensor)
         self._export_counters(sensor)  # the last second's counts, for whoever reports them
+
+    def sync_facts(self) -> None:
+        """The decision point's `context.quarantined`, from the pinned quarantine
+        map: every registered caller one of whose workloads' cgroups is in it."""
+        ids = (self.quarantine.cgroups() if self.quarantine is not None
+               and self.quarantine.ring is not None else pinned_cgroups(self.config.pin_root))
+        keys: set[str] = set()
+        reg = self.registry()
+        for cg in ids or ():
+            w = self.resolver.resolve(cg)
+            rec = reg.match_any(w.identities()) if w is not None else None
+            if rec is not None:
+                keys.add(rec.meta.key)
+        before = self.facts.quarantined()
+        if before != keys:
+            self.facts.set_quarantined_keys(frozenset(keys))
+            for key in sorted(keys - before):
+                log.warning("caller `%s` is quarantined: the decision point sees "
+                            "context.quarantined", key)
+                if self.audit is not None:
+                    self.audit.write("caller-quarantined", caller=key)
+            for key in sorted(before - keys):
+                log.warning("caller `%s` is released from quarantine", key)
+                if self.audit is not None:
+                    self.audit.write("caller-released", caller=key)
 
     def _sandbox_loop(self) -> None:
         """Reconcile sandboxes with the registry and drain their audit trail."""

@@ -55,7 +55,7 @@ forbid (principal, action == Action::"connectNetwork", resource)
 when { resource.ip.isInRange(ip("192.168.0.0/16")) || resource.ip.isInRange(ip("fc00::/7")) }
 unless { resource.ip.isInRange(ip("fd00::/16")) };
 @id("g-models")
-permit (principal, action == Action::"callLLM", resource) when { resource.provider == "openai" };
+permit (principal, action == Action::"callLLM", resource) when { resource.name == "openai" };
 @id("g-suspended")
 forbid (principal in AgentClass::"suspended", action, resource);
 """
@@ -92,7 +92,7 @@ unless {{ resource.path like "/tmp/class-{i}/locked/*" }};
 permit (principal in AgentClass::"class-{i}", action == Action::"connectNetwork", resource)
 when {{ resource.ip.isInRange(ip("fd00:{i:x}::/64")) && resource.protocol == "tcp" }};
 @id("c{i}-tools")
-permit (principal in AgentClass::"class-{i}", action == Action::"callTool", resource)
+permit (principal in AgentClass::"class-{i}", action == Action::"invokeTool", resource)
 when {{ context.delegation_depth < 3 }};
 @id("c{i}-agent")
 forbid (principal == Agent::"agent-{i}", action == Action::"readFile", resource)
@@ -153,7 +153,9 @@ def generate(n: int) -> tuple[str, str, dict[str, list[str]]]:
         ents.append(
             {
                 "uid": {"type": "Agent", "id": f"agent-{i}"},
-                "attrs": {},
+                "attrs": {"name": f"agent-{i}", "namespace": "", "owner": "", "team": "",
+                          "risk_level": "medium", "risk_score": 2, "capabilities": [],
+                          "labels": [], "url": ""},
                 "parents": [{"type": "AgentClass", "id": f"class-{i}"}],
             }
         )

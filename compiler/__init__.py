@@ -21,6 +21,7 @@ BPF side will; `Querier` (query.py) answers `manul compile --query`.
 
 from compiler.errors import CompileError, Diagnostic, Location
 from compiler.evaluate import SandboxEvaluator, Verdict
+from compiler.loader import LoadedPolicies, load_policies
 from compiler.parse import PolicySource
 from compiler.pipeline import EntitiesSource, compile_policies
 from compiler.query import Answer, Querier
@@ -44,6 +45,7 @@ __all__ = [
     "Diagnostic",
     "EntitiesSource",
     "GatewayItem",
+    "LoadedPolicies",
     "Location",
     "MapEntry",
     "PolicyReport",
@@ -53,5 +55,6 @@ __all__ = [
     "SandboxEvaluator",
     "Verdict",
     "compile_policies",
+    "load_policies",
     "load_schema",
 ]

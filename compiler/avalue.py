@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from compiler import values as V
-from compiler.entities import Entities
+from compiler.entities import RESERVED_PREFIX, Entities
 from compiler.expr import EntityUid
 from compiler.ir import Const, ErrorConst, Formula, Unknown
-from compiler.schema import SandboxSchema
+from compiler.schema import Schema
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,13 @@ class Context:
     principal_ancestors: frozenset[EntityUid]
     action: str
     resource_type: str
-    schema: SandboxSchema
+    schema: Schema
     entities: Entities
+
+    @property
+    def anonymous(self) -> bool:
+        """A class or default sandbox: the principal stands for any agent in it."""
+        return self.principal.id.startswith(RESERVED_PREFIX) and self.principal.type == "Agent"
 
 
 def to_formula(v: AValue) -> Formula:

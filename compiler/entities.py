@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,7 @@ import cedarpy
 from compiler.errors import Diagnostic, EntitiesError, LimitError, Location
 from compiler.expr import EntityUid
 from compiler.limits import path_problem, short
-from compiler.schema import SandboxSchema
+from compiler.schema import Schema
 
 RESERVED_PREFIX = "manul:"  # Agent ids the compiler uses for anonymous principals
 
@@ -69,6 +70,8 @@ class Entities:
     members: tuple[DestMember, ...] = ()
     # The entities for cedarpy (all but destination members), as JSON objects.
     cedar_json: tuple[dict[str, Any], ...] = ()
+    # Attributes of the entities a condition may read statically (agents).
+    attrs: dict[EntityUid, dict[str, Any]] = field(default_factory=dict)
     _paths: dict[tuple[str, EntityUid], frozenset[str]] = field(default_factory=dict, compare=False)
 
     def ancestors_of(self, uid: EntityUid) -> frozenset[EntityUid]:
@@ -87,6 +90,10 @@ class Entities:
                 if u.type == resource_type and set_uid in anc
             )
         return self._paths[key]
+
+    def attrs_of(self, uid: EntityUid) -> dict[str, Any] | None:
+        """The entity's attributes, None when the entities do not hold it."""
+        return self.attrs.get(uid)
 
     def members_in(self, set_uid: EntityUid) -> list[DestMember]:
         return [m for m in self.members if set_uid in self.ancestors_of(m.uid)]
@@ -115,17 +122,77 @@ def parse_member(uid: EntityUid) -> DestMember | None:
     return DestMember(uid, host, address, int(m.group("port")), m.group("proto"))
 
 
-def parse_entities(name: str, text: str, schema: SandboxSchema) -> Entities:
-    """Read an entities file; raise `EntitiesError` with the file and entity."""
-    where = Location(name)
+def merge_entities(
+    base: Sequence[dict[str, Any]], name: str, text: str
+) -> list[dict[str, Any]]:
+    """`base` (the registry's entities, from the caller's one builder) plus an
+    entities file's, merged by uid.
+
+    The file adds sets and their members, and parents (a class nested in
+    another); an entity both name gets the union of the parents. The
+    registry owns attributes: the file may not give one of its entities
+    other attributes. Raises `EntitiesError` located in the file.
+    """
+    raw = _read_list(name, text)
+    out = [dict(e) for e in base]
+    index = {_key(e): i for i, e in enumerate(out)}
+    errors: list[Diagnostic] = []
+    for obj in raw:
+        try:
+            key = _key(obj)
+        except (KeyError, TypeError):
+            out.append(obj)  # parse_entities says what is wrong with it
+            continue
+        at = index.get(key)
+        if at is None:
+            index[key] = len(out)
+            out.append(obj)
+            continue
+        have = out[at]
+        attrs = obj.get("attrs") or {}
+        if attrs and attrs != have.get("attrs"):
+            uid = EntityUid(*key)
+            errors.append(
+                Diagnostic(
+                    f"entity `{uid}` is a registry record: its attributes come from the "
+                    "registry; leave `attrs` empty",
+                    locate_id(name, text, key[1]),
+                )
+            )
+            continue
+        parents = list(have.get("parents") or [])
+        for p in obj.get("parents") or []:
+            if p not in parents:
+                parents.append(p)
+        out[at] = {**have, "parents": parents}
+    if errors:
+        raise EntitiesError(errors)
+    return out
+
+
+def _key(obj: Any) -> tuple[str, str]:
+    return (str(obj["uid"]["type"]), str(obj["uid"]["id"]))
+
+
+def _read_list(name: str, text: str) -> list[Any]:
     try:
-        raw = json.loads(text)
+        raw = json.loads(text) if text.strip() else []
     except json.JSONDecodeError as e:
         raise EntitiesError(
             Diagnostic(f"not JSON: {e.msg}", Location(name, e.lineno, e.colno))
         ) from e
     if not isinstance(raw, list):
-        raise EntitiesError(Diagnostic("expected a JSON list of entities", where))
+        raise EntitiesError(Diagnostic("expected a JSON list of entities", Location(name)))
+    return raw
+
+
+def parse_entities(
+    name: str, text: str, schema: Schema, base: Sequence[dict[str, Any]] = ()
+) -> Entities:
+    """Read an entities file, merged over `base` (the registry's entities, see
+    `merge_entities`); raise `EntitiesError` with the file and entity."""
+    where = Location(name)
+    raw = merge_entities(base, name, text) if base else _read_list(name, text)
     errors: list[Diagnostic] = []
     limit_errors: list[Diagnostic] = []
     parents: dict[EntityUid, frozenset[EntityUid]] = {}
@@ -178,10 +245,17 @@ def parse_entities(name: str, text: str, schema: SandboxSchema) -> Entities:
     if limit_errors:
         raise LimitError(limit_errors)
     try:
-        cedarpy.Entities.from_json_str(json.dumps(cedar_json), schema.text)
+        cedarpy.Entities.from_json_str(json.dumps(cedar_json), schema.cedar)
     except ValueError as e:
         raise EntitiesError(Diagnostic(f"does not match the schema: {e}", where)) from e
-    return Entities(parents, _closure(parents), tuple(members), tuple(cedar_json))
+    attrs_by_uid = {
+        EntityUid(e["uid"]["type"], e["uid"]["id"]): e["attrs"]
+        for e in cedar_json
+        if e["uid"]["type"] not in ("FilePath", "Executable")
+    }
+    return Entities(
+        parents, _closure(parents), tuple(members), tuple(cedar_json), attrs_by_uid
+    )
 
 
 def locate_id(name: str, text: str, ident: str) -> Location:
@@ -197,7 +271,7 @@ def _check(
     uid: EntityUid,
     ps: frozenset[EntityUid],
     attrs: Any,
-    schema: SandboxSchema,
+    schema: Schema,
     where: Location,
 ) -> list[Diagnostic]:
     out: list[Diagnostic] = []

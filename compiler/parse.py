@@ -2,14 +2,16 @@
 
 cedarpy does the parsing (`policies_to_json_str`). This stage adds what the
 rest of the compiler and its error messages need: a stable id per policy
-(its `@id` annotation, else Cedar's positional `policyN` counted across all
-input files in order, exactly as Cedar numbers their concatenation), the
-file and line:col it came from, and a located error when the text does not
+(its `@id` annotation, else `<file>:<line>` of its first line, the one id
+rule of both enforcement points; Cedar's positional `policyN` in the
+concatenation of all files is kept beside it as `cedar_id`), the file and
+line:col it came from, and a located error when the text does not
 parse. Called by `compiler.pipeline`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Sequence
@@ -32,8 +34,9 @@ class PolicySource:
 
 @dataclass(frozen=True)
 class ParsedPolicy:
-    pid: str  # the @id annotation, else Cedar's positional id
+    pid: str  # the @id annotation, else `<file>:<line>`
     cedar_id: str  # Cedar's positional id in the concatenated sources
+    local_index: int  # Cedar's positional index within its own source
     has_annotation_id: bool
     est: dict[str, Any]
     location: Location
@@ -67,7 +70,8 @@ def parse_sources(sources: Sequence[PolicySource]) -> ParsedSources:
             idx = int(tid[6:]) if re.fullmatch(r"policy\d+", tid) else -1
             raise UnsupportedError(
                 Diagnostic(
-                    "templates are not supported: sandbox policies name their principal",
+                    "templates (`?principal`, `?resource`) are not supported: "
+                    "write static policies",
                     st.statement_location(idx),
                 )
             ) from None
@@ -81,8 +85,9 @@ def parse_sources(sources: Sequence[PolicySource]) -> ParsedSources:
             loc = st.statement_location(index) if aligned else st.location(0)
             policies.append(
                 ParsedPolicy(
-                    pid=pid if pid is not None else cedar_id,
+                    pid=pid if pid is not None else _position_id(src.name, loc, aligned, index),
                     cedar_id=cedar_id,
+                    local_index=index,
                     has_annotation_id=pid is not None,
                     est=body,
                     location=loc,
@@ -93,6 +98,7 @@ def parse_sources(sources: Sequence[PolicySource]) -> ParsedSources:
         counter += len(static)
     if errors:
         raise ParseError(errors)
+    policies = _two_on_a_line(policies)
     seen: dict[str, ParsedPolicy] = {}
     dups: list[Diagnostic] = []
     for p in policies:
@@ -107,6 +113,27 @@ def parse_sources(sources: Sequence[PolicySource]) -> ParsedSources:
     if dups:
         raise ParseError(dups)
     return ParsedSources(tuple(policies), "\n".join(s.text for s in sources), tuple(texts))
+
+
+def _two_on_a_line(policies: list[ParsedPolicy]) -> list[ParsedPolicy]:
+    """Unannotated policies sharing a line are told apart by column too."""
+    count: dict[str, int] = {}
+    for p in policies:
+        if not p.has_annotation_id:
+            count[p.pid] = count.get(p.pid, 0) + 1
+    return [
+        dataclasses.replace(p, pid=str(p.location))
+        if not p.has_annotation_id and count[p.pid] > 1 and p.location.line
+        else p
+        for p in policies
+    ]
+
+
+def _position_id(name: str, loc: Location, aligned: bool, index: int) -> str:
+    """`<file>:<line>` of an unannotated policy (`:<col>` too when it shares the line)."""
+    if not aligned:  # the statement splitter disagrees with Cedar: count instead
+        return f"{name}:policy{index}"
+    return f"{name}:{loc.line}"
 
 
 def _locate_parse_error(st: SourceText, message: str) -> Diagnostic:

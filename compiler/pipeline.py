@@ -18,21 +18,22 @@ stable across reloads.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from compiler.avalue import Context
 from compiler.entities import RESERVED_PREFIX, Entities, parse_entities
 from compiler.errors import Diagnostic, InputError, UnsupportedError
 from compiler.expr import Binary, EntityUid, Lit, mentions, walk
 from compiler.ir import Const, ErrorConst, Formula, Policy, Rule, SandboxIR, Scope
+from compiler.loader import load_policies
 from compiler.lower import RuleTable, lower_sandbox
-from compiler.parse import PolicySource, parse_sources
-from compiler.policy import build_policy, scope_expr
+from compiler.parse import PolicySource
+from compiler.policy import scope_expr
 from compiler.result import Compilation, CompiledSandbox, GatewayItem
 from compiler.schema import KERNEL_ACTIONS, load_schema
 from compiler.specialize import specialize
-from compiler.validate import check_kernel_limits, classify, validate_schema
 
 
 @dataclass(frozen=True)
@@ -54,21 +55,30 @@ def compile_policies(
     *,
     resolved: Mapping[str, Sequence[str]] | None = None,
     sandbox_ids: Mapping[str, int] | None = None,
+    registry: Sequence[dict[str, Any]] = (),
+    only: Collection[str] | None = None,
 ) -> Compilation:
     """Compile Cedar sources to per-sandbox map entries. Pure: no I/O.
 
     `resolved` maps host names to the addresses the agent resolved them to
     (the compiler never resolves anything itself); hosts missing from it
-    match no address. Raises a `CompileError` subclass on any error.
+    match no address. `registry` is the caller's registry as Cedar entities
+    (agents with their attributes, classes, groups), merged under the
+    entities file. `only` names the sandboxes to lower (`Agent::"a"`, ...;
+    default: all); ids are assigned over all of them either way. Raises a
+    `CompileError` subclass on any error.
     """
     schema = load_schema()
     resolved = _check_resolved(resolved or {})
-    parsed = parse_sources(sources)
-    ents = parse_entities(entities.name, entities.text, schema) if entities else Entities()
-    validate_schema(parsed, schema)
-    policies = [build_policy(p, schema) for p in parsed.policies]
-    check_kernel_limits(policies, parsed)
-    reports = tuple(classify(p, schema) for p in policies)
+    loaded = load_policies(sources)
+    parsed = loaded.parsed
+    if entities is None and registry:
+        entities = EntitiesSource("registry", "[]")
+    ents = (
+        parse_entities(entities.name, entities.text, schema, registry) if entities else Entities()
+    )
+    policies = list(loaded.policies)
+    reports = loaded.reports
     specs = _sandboxes(policies, ents)
     ids = _assign_ids(specs, sandbox_ids or {})
     index = _PrincipalIndex(policies)
@@ -76,6 +86,8 @@ def compile_policies(
     cache: dict[tuple[int, str], Formula] = {}
     compiled: list[CompiledSandbox] = []
     for spec in specs:
+        if only is not None and spec.name not in only:
+            continue
         sir = SandboxIR(spec.name, ids[spec.name], spec.principal)
         applicable = [
             (i, policies[i])
@@ -127,8 +139,9 @@ def compile_policies(
         policies=reports,
         policy_text=parsed.text,
         entities_json=ents.cedar_json,
-        schema_text=schema.text,
+        schema_json=schema.json,
         hosts=tuple(hosts),
+        cedar_ids={p.cedar_id: p.pid for p in parsed.policies},
     )
 
 

@@ -15,10 +15,10 @@ from compiler.errors import Diagnostic, ParseError
 from compiler.expr import Binary, EntityUid, Expr, Is, Lit, Unary, Var, from_est
 from compiler.ir import Policy, Scope
 from compiler.parse import ParsedPolicy
-from compiler.schema import SandboxSchema
+from compiler.schema import Schema
 
 
-def build_policy(p: ParsedPolicy, schema: SandboxSchema) -> Policy:
+def build_policy(p: ParsedPolicy, schema: Schema) -> Policy:
     try:
         principal = _scope(p.est["principal"])
         resource = _scope(p.est["resource"])
@@ -78,7 +78,7 @@ def _scope(est: dict[str, Any]) -> Scope:
     raise ValueError(f"unknown scope operator `{op}`")
 
 
-def _actions(est: dict[str, Any], schema: SandboxSchema) -> tuple[frozenset[str], str]:
+def _actions(est: dict[str, Any], schema: Schema) -> tuple[frozenset[str], str]:
     op = est["op"]
     if op == "All":
         return frozenset(schema.actions), "action"
@@ -100,7 +100,7 @@ def _actions(est: dict[str, Any], schema: SandboxSchema) -> tuple[frozenset[str]
     raise ValueError(f"unknown action scope operator `{op}`")
 
 
-def _admits(scope: Scope, types: frozenset[str], schema: SandboxSchema) -> bool:
+def _admits(scope: Scope, types: frozenset[str], schema: Schema) -> bool:
     """Whether some entity of one of `types` can satisfy `scope`."""
     if scope.op == "all":
         return True

@@ -55,7 +55,7 @@ class Querier:
         self.c = compilation
         self._evaluators: dict[str, SandboxEvaluator] = {}
         self._policies = cedarpy.PolicySet.from_str(compilation.policy_text)
-        self._schema = cedarpy.Schema.from_str(compilation.schema_text)
+        self._schema = cedarpy.Schema.from_json_str(compilation.schema_json)
 
     def sandbox_for(self, principal: EntityUid) -> CompiledSandbox:
         """The sandbox whose rules apply to `principal`."""
@@ -128,10 +128,9 @@ class Querier:
         )
         if result.decision.value == "NoDecision":
             raise QueryError(Diagnostic("; ".join(result.diagnostics.errors) or "no decision"))
-        names = result.diagnostics.id_annotations_by_reason
         order = {p.policy: i for i, p in enumerate(self.c.policies)}
         pids = sorted(
-            (names.get(r, r) for r in result.diagnostics.reasons),
+            (self.c.policy_id(r) for r in result.diagnostics.reasons),
             key=lambda p: order.get(p, len(order)),
         )
         return Answer("allow" if result.allowed else "deny", tuple(pids), "gateway")

@@ -37,6 +37,9 @@ from compiler.ir import (
 
 def equals(a: AValue, b: AValue, e: Expr, ctx: Context) -> Formula:
     """`a == b` where at least one side depends on the resource."""
+    for side in (a, b):
+        if isinstance(side, Opaque):
+            return Unknown(side.reason)
     if isinstance(b, Attr | Res) and isinstance(a, Static):
         a, b = b, a
     if isinstance(a, Attr) and isinstance(b, Static):
@@ -110,6 +113,9 @@ def _res_in_one(t: EntityUid, ctx: Context) -> Formula:
 
 def compare(op: str, a: AValue, b: AValue, e: Expr) -> AValue:
     flip = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+    for side in (a, b):
+        if isinstance(side, Opaque):
+            return side
     if isinstance(b, Attr) and isinstance(a, Static):
         a, b, op = b, a, flip[op]
     if isinstance(a, Attr) and a.name == "port" and isinstance(b, Static):

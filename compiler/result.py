@@ -16,7 +16,7 @@ from compiler.errors import Location
 from compiler.expr import EntityUid
 from compiler.ir import SandboxIR
 
-Layer = Literal["kernel", "gateway", "partial"]
+Layer = Literal["kernel", "gateway", "both"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Approximation:
 @dataclass(frozen=True)
 class GatewayItem:
     policy: str
-    layer: Layer  # gateway (nothing compiled) or partial (the rest compiled)
+    layer: Layer  # gateway (nothing compiled) or both (the kernel part compiled)
     reason: str
 
     def __str__(self) -> str:
@@ -92,13 +92,19 @@ class Compilation:
     # What the gateway layer of `--query` evaluates with cedarpy.
     policy_text: str
     entities_json: tuple[dict[str, Any], ...]
-    schema_text: str
+    schema_json: str  # the one schema, Cedar JSON form
     # Host names the policies and destination sets name: what the agent
     # resolves before compiling (patterns match only names resolved).
     hosts: tuple[str, ...]
+    # Cedar's positional id in `policy_text` (`policyN`) -> the policy's id.
+    cedar_ids: dict[str, str] = field(default_factory=dict)
 
     def sandbox(self, name: str) -> CompiledSandbox | None:
         return next((s for s in self.sandboxes if s.name == name), None)
+
+    def policy_id(self, cedar_id: str) -> str:
+        """The id (`@id`, else `file:line`) of a policy cedarpy names positionally."""
+        return self.cedar_ids.get(cedar_id, cedar_id)
 
     def to_json(self, *, entries: bool = True) -> dict[str, Any]:
         return {

@@ -1,23 +1,27 @@
-"""The sandbox schema, as the compiler needs it.
+"""The one Cedar schema, for both enforcement points, read structurally.
 
-`schema.cedarschema` (shipped with the package) is the single source: cedarpy
-validates policies against it, and this module reads cedarpy's normalised
-rendering of it (`str(cedarpy.Schema)`, one declaration per action and
-entity type) for the facts the compiler works with: action groups, each
-action's resource types, each entity type's parents and attributes.
+`schema.cedarschema.json` (shipped with the package, Cedar's JSON schema
+form) is the single source: cedarpy validates policies and entities against
+it, and this module reads the same JSON for the facts the compiler and the
+decision point work with: action groups, each action's principal, resource
+and context types, each entity type's parents and attributes. Nothing is
+mirrored by hand; `manul compile --schema` prints it in Cedar's syntax.
 
-What is *kernel* is decided here, in `KERNEL_ACTIONS`: the actions whose
-requests the BPF side sees, each with the slot it is enforced in. Everything
-else is a gateway action.
+What is *kernel* is the schema's: the actions in `Action::"kernelAccess"`
+(their context is empty, so the kernel can decide them). Each is enforced
+in the map family its resource type names (`FAMILIES`). Every other action
+is a gateway action, and the reason the kernel leaves it to the gateway is
+the `doc` annotation of the action or of its nearest group ("the kernel
+does not see MCP calls").
 """
 
 from __future__ import annotations
 
 import functools
-import re
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 import cedarpy
 
@@ -25,25 +29,26 @@ from compiler.errors import Diagnostic, SchemaError
 
 Family = Literal["path", "net", "socket"]
 
-# Kernel action -> (map family, human description). The path slot index of
-# each file-family action is its position in PATH_ACTIONS.
-KERNEL_ACTIONS: dict[str, Family] = {
-    "readFile": "path",
-    "writeFile": "path",
-    "exec": "path",
-    "loadLibrary": "path",
-    "connectNetwork": "net",
-    "openRawSocket": "socket",
+KERNEL_GROUP = "kernelAccess"
+GATEWAY_GROUP = "gatewayAccess"
+# Which kernel map decides an action, by its resource type (BPF side: manul.h).
+FAMILIES: dict[str, Family] = {
+    "FilePath": "path",
+    "Executable": "path",
+    "NetworkDestination": "net",
+    "SocketKind": "socket",
 }
-SOCKET_KINDS: tuple[str, ...] = ("raw", "packet")  # the SocketKind ids the kernel tells apart
+# The path actions in their kernel slot order: a slot index is ABI (manul.h,
+# SBX_ACT_*), so this order is fixed here and checked against the schema.
 PATH_ACTIONS: tuple[str, ...] = ("readFile", "writeFile", "exec", "loadLibrary")
+SOCKET_KINDS: tuple[str, ...] = ("raw", "packet")  # the SocketKind ids the kernel tells apart
 
-# Why the kernel cannot enforce a gateway action.
-GATEWAY_REASONS: dict[str, str] = {
-    "callTool": "the kernel does not see tool calls",
-    "callLLM": "the kernel does not see LLM calls",
-    "delegate": "the kernel does not see delegation between agents",
-}
+
+@dataclass(frozen=True)
+class AttrInfo:
+    name: str
+    type: str  # Cedar type name: String, Long, Boolean, Set, Entity, ipaddr, ...
+    required: bool
 
 
 @dataclass(frozen=True)
@@ -52,31 +57,56 @@ class ActionInfo:
     groups: frozenset[str]  # transitive, without the action itself
     principals: frozenset[str]
     resources: frozenset[str]
-    context_empty: bool
+    context: tuple[AttrInfo, ...]  # the context record's attributes
+    doc: str = ""
+
+    @property
+    def context_empty(self) -> bool:
+        return not self.context
 
 
 @dataclass(frozen=True)
 class EntityTypeInfo:
     name: str
     parents: frozenset[str]  # direct parent types
-    attrs: frozenset[str]
-    optional_attrs: frozenset[str]
+    attributes: tuple[AttrInfo, ...]
+    doc: str = ""
+
+    @property
+    def attrs(self) -> frozenset[str]:
+        return frozenset(a.name for a in self.attributes)
+
+    @property
+    def optional_attrs(self) -> frozenset[str]:
+        return frozenset(a.name for a in self.attributes if not a.required)
 
 
 @dataclass(frozen=True)
-class SandboxSchema:
-    """The parsed schema: the text for cedarpy plus the facts for the compiler."""
+class Schema:
+    """The parsed schema: its JSON for cedarpy plus the facts Manul works with."""
 
-    text: str
+    json: str
     actions: dict[str, ActionInfo]  # only actions that apply to something
-    groups: frozenset[str]  # action groups (declared without appliesTo)
+    groups: dict[str, frozenset[str]]  # action group -> its groups (transitive)
+    group_docs: dict[str, str]
     entity_types: dict[str, EntityTypeInfo]
+    cedar: cedarpy.Schema = field(compare=False, repr=False)
+
+    @property
+    def text(self) -> str:
+        """The schema in Cedar's human syntax (as `manul compile --schema` prints it)."""
+        return str(self.cedar).replace("__cedar::", "")
 
     def expand(self, action: str) -> frozenset[str]:
         """The concrete actions `action in Action::"<action>"` covers."""
         return frozenset(
             name for name, info in self.actions.items() if name == action or action in info.groups
         )
+
+    def action_groups(self, action: str) -> frozenset[str]:
+        """The groups `Action::"<action>"` is transitively in (an action or a group)."""
+        info = self.actions.get(action)
+        return info.groups if info is not None else self.groups.get(action, frozenset())
 
     def ancestor_types(self, type_name: str) -> frozenset[str]:
         """Every type an entity of `type_name` may transitively be `in`."""
@@ -93,78 +123,128 @@ class SandboxSchema:
         return frozenset(seen)
 
     @property
-    def kernel_actions(self) -> frozenset[str]:
-        return frozenset(a for a in self.actions if a in KERNEL_ACTIONS)
+    def kernel_actions(self) -> dict[str, Family]:
+        """Kernel action -> the map family that decides it, in schema order."""
+        return {
+            a: FAMILIES[next(iter(info.resources))]
+            for a, info in self.actions.items()
+            if KERNEL_GROUP in info.groups
+        }
 
     @property
     def gateway_actions(self) -> frozenset[str]:
-        return frozenset(a for a in self.actions if a not in KERNEL_ACTIONS)
+        return frozenset(a for a, info in self.actions.items() if KERNEL_GROUP not in info.groups)
 
-
-_ACTION_RE = re.compile(
-    r'action\s+"(?P<name>[^"]+)"(?:\s+in\s+\[(?P<parents>[^\]]*)\])?'
-    r"(?:\s+appliesTo\s*\{(?P<body>.*?)\})?\s*;",
-    re.S,
-)
-_ENTITY_RE = re.compile(
-    r"entity\s+(?P<name>\w+)(?:\s+in\s+\[(?P<parents>[^\]]*)\])?(?:\s*=\s*\{(?P<attrs>[^}]*)\})?\s*;",
-    re.S,
-)
-
-
-def _names(text: str | None) -> list[str]:
-    return re.findall(r'Action::"([^"]+)"', text or "")
-
-
-def _list(body: str, key: str) -> frozenset[str]:
-    m = re.search(key + r"\s*:\s*\[([^\]]*)\]", body)
-    return frozenset(p.strip() for p in m.group(1).split(",") if p.strip()) if m else frozenset()
+    def gateway_reason(self, action: str) -> str:
+        """Why the kernel leaves `action` to the gateway, from the schema's docs."""
+        info = self.actions[action]
+        what = info.doc
+        if not what:  # the nearest documented group (groups are few and shallow)
+            for g in sorted(info.groups, key=lambda g: len(self.groups.get(g, ()))):
+                if g != GATEWAY_GROUP and self.group_docs.get(g):
+                    what = self.group_docs[g]
+                    break
+        return f"the kernel does not see {what or 'this action'}"
 
 
 @functools.cache
-def load_schema() -> SandboxSchema:
+def load_schema() -> Schema:
     """Read and parse the shipped schema (cached: it never changes at runtime)."""
-    text = resources.files("compiler").joinpath("schema.cedarschema").read_text("utf-8")
+    text = resources.files("compiler").joinpath("schema.cedarschema.json").read_text("utf-8")
     return parse_schema(text)
 
 
-def parse_schema(text: str) -> SandboxSchema:
+def parse_schema(text: str) -> Schema:
+    """Parse Cedar's JSON schema form; `SchemaError` if cedarpy or Manul refuses it."""
     try:
-        rendered = str(cedarpy.Schema.from_str(text))
-    except ValueError as e:
-        raise SchemaError(Diagnostic(f"invalid sandbox schema: {e}")) from e
-    parents: dict[str, list[str]] = {}
-    applies: dict[str, tuple[frozenset[str], frozenset[str], bool]] = {}
-    for m in _ACTION_RE.finditer(rendered):
-        parents[m.group("name")] = _names(m.group("parents"))
-        body = m.group("body")
-        if body is not None:
-            ctx = re.search(r"context\s*:\s*(\{\s*\}|\w+)", body)
-            empty = ctx is None or ctx.group(1).startswith("{")
-            applies[m.group("name")] = (_list(body, "principal"), _list(body, "resource"), empty)
-    actions: dict[str, ActionInfo] = {}
-    for name, (principals, res, empty) in applies.items():
-        groups: set[str] = set()
-        todo = list(parents.get(name, []))
-        while todo:
-            g = todo.pop()
-            if g not in groups:
-                groups.add(g)
-                todo.extend(parents.get(g, []))
-        actions[name] = ActionInfo(name, frozenset(groups), principals, res, empty)
-    types: dict[str, EntityTypeInfo] = {}
-    for m in _ENTITY_RE.finditer(rendered):
-        attrs_text = m.group("attrs") or ""
-        attrs = re.findall(r"(\w+)(\??)\s*:", attrs_text)
-        types[m.group("name")] = EntityTypeInfo(
-            m.group("name"),
-            frozenset(p.strip() for p in (m.group("parents") or "").split(",") if p.strip()),
-            frozenset(a for a, _ in attrs),
-            frozenset(a for a, opt in attrs if opt),
-        )
-    return SandboxSchema(
-        text=text,
-        actions=actions,
-        groups=frozenset(parents) - frozenset(applies),
-        entity_types=types,
-    )
+        cedar = cedarpy.Schema.from_json_str(text)
+        raw = json.loads(text)
+        ns = raw[""]
+        common: dict[str, Any] = ns.get("commonTypes", {})
+        entity_types = {
+            name: EntityTypeInfo(
+                name,
+                frozenset(body.get("memberOfTypes", ())),
+                _attributes(body.get("shape"), common),
+                body.get("annotations", {}).get("doc", ""),
+            )
+            for name, body in ns.get("entityTypes", {}).items()
+        }
+        parents = {
+            name: [m["id"] for m in body.get("memberOf", ())]
+            for name, body in ns["actions"].items()
+        }
+        actions: dict[str, ActionInfo] = {}
+        groups: dict[str, frozenset[str]] = {}
+        docs: dict[str, str] = {}
+        for name, body in ns["actions"].items():
+            closure = _closure(name, parents)
+            doc = body.get("annotations", {}).get("doc", "")
+            applies = body.get("appliesTo")
+            if applies is None:
+                groups[name] = closure
+                docs[name] = doc
+                continue
+            actions[name] = ActionInfo(
+                name,
+                closure,
+                frozenset(applies.get("principalTypes", ())),
+                frozenset(applies.get("resourceTypes", ())),
+                _attributes(applies.get("context"), common),
+                doc,
+            )
+    except ValueError as e:  # cedarpy's refusal and JSON errors alike
+        raise SchemaError(Diagnostic(f"invalid Cedar schema: {e}")) from e
+    except (KeyError, TypeError, AttributeError) as e:
+        raise SchemaError(Diagnostic(f"unexpected Cedar schema structure: {e!r}")) from e
+    schema = Schema(text, actions, groups, docs, entity_types, cedar)
+    _check(schema)
+    return schema
+
+
+def _closure(name: str, parents: dict[str, list[str]]) -> frozenset[str]:
+    seen: set[str] = set()
+    todo = list(parents.get(name, ()))
+    while todo:
+        g = todo.pop()
+        if g not in seen:
+            seen.add(g)
+            todo.extend(parents.get(g, ()))
+    return frozenset(seen)
+
+
+def _attributes(shape: Any, common: dict[str, Any]) -> tuple[AttrInfo, ...]:
+    """A record type's attributes (a common type name is looked up)."""
+    if shape is None:
+        return ()
+    if shape.get("type") in common:
+        shape = common[shape["type"]]
+    out = []
+    for name, t in sorted(shape.get("attributes", {}).items()):
+        kind = t["type"]
+        if kind == "Extension":
+            kind = t["name"]
+        out.append(AttrInfo(name, kind, bool(t.get("required", True))))
+    return tuple(out)
+
+
+def _check(schema: Schema) -> None:
+    """What the kernel side relies on: kernel actions in known map families,
+    with an empty context, and the path actions in their ABI slots."""
+    problems = []
+    for a, info in schema.actions.items():
+        if KERNEL_GROUP not in info.groups:
+            continue
+        if len(info.resources) != 1 or next(iter(info.resources)) not in FAMILIES:
+            problems.append(f"kernel action `{a}` must apply to one of {sorted(FAMILIES)}")
+        if info.context:
+            problems.append(f"kernel action `{a}` must have an empty context")
+    paths = [a for a, info in schema.actions.items() if info.resources & {"FilePath", "Executable"}]
+    if sorted(paths) != sorted(PATH_ACTIONS):
+        problems.append(f"path actions {sorted(paths)} differ from the kernel's {PATH_ACTIONS}")
+    if problems:
+        raise SchemaError([Diagnostic(f"schema: {p}") for p in problems])
+
+
+# Derived once, for the modules that need them as constants.
+KERNEL_ACTIONS: dict[str, Family] = load_schema().kernel_actions

@@ -213,9 +213,24 @@ def _getattr(a: AValue, attr: str, e: Expr, ctx: Context) -> AValue:
         if isinstance(a.value, V.RecordVal):
             got = a.value.get(attr)
             return Static(got) if got is not None else Err(f"no attribute `{attr}`")
-        if isinstance(a.value, EntityUid) and a.value.type in ("Agent", "Action"):
-            return Err(f"`{a.value}` has no attribute `{attr}`")
+        if isinstance(a.value, EntityUid):
+            return _entity_attr(a.value, attr, e, ctx)
     return Opaque(f"`{render(e)}`")
+
+
+def _entity_attr(uid: EntityUid, attr: str, e: Expr, ctx: Context) -> AValue:
+    """`uid.attr` from the entities (an agent's registry attributes, folded in)."""
+    if uid.type == "Action":
+        return Err(f"`{uid}` has no attribute `{attr}`")
+    if uid == ctx.principal and ctx.anonymous:
+        return Opaque(f"`{render(e)}`: a class or default sandbox stands for any agent in it")
+    attrs = ctx.entities.attrs_of(uid)
+    if attrs is None or attr not in attrs:
+        return Err(f"`{uid}` has no attribute `{attr}`")
+    try:
+        return Static(V.from_json(attrs[attr]))
+    except V.CedarError:
+        return Opaque(f"`{render(e)}`")
 
 
 def _has(a: AValue, attr: str, e: Expr, ctx: Context) -> AValue:
@@ -229,8 +244,12 @@ def _has(a: AValue, attr: str, e: Expr, ctx: Context) -> AValue:
     if isinstance(a, Static):
         if isinstance(a.value, V.RecordVal):
             return Static(a.value.get(attr) is not None)
-        if isinstance(a.value, EntityUid) and a.value.type in ("Agent", "Action"):
-            return Static(False)
+        if isinstance(a.value, EntityUid):
+            uid = a.value
+            if uid == ctx.principal and ctx.anonymous:
+                return Opaque(f"`{render(e)}`: a class or default sandbox stands for any agent")
+            attrs = ctx.entities.attrs_of(uid) if uid.type != "Action" else None
+            return Static(attrs is not None and attr in attrs)
     return Opaque(f"`{render(e)}`")
 
 

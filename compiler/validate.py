@@ -7,13 +7,14 @@
   `*` other than a trailing one (denying the whole literal prefix instead
   would be sound but surprising), and paths longer than an LPM key holds.
 * Each policy is classified: `kernel` (all its actions are kernel actions),
-  `gateway` (none are), or `partial` (both), with the reasons.
+  `gateway` (none are), or `both`, with the reasons.
 
 Called by the pipeline after `ir` policies are built, before `lower`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 import cedarpy
@@ -25,32 +26,81 @@ from compiler.limits import path_problem
 from compiler.parse import ParsedPolicy, ParsedSources
 from compiler.resource import path_pattern
 from compiler.result import Layer, PolicyReport
-from compiler.schema import GATEWAY_REASONS, KERNEL_ACTIONS, SandboxSchema
+from compiler.schema import KERNEL_ACTIONS, Schema
 from compiler.source import WILDCARD, SourceText
 
 
-def validate_schema(parsed: ParsedSources, schema: SandboxSchema) -> None:
-    """Run cedarpy's validator on every source; raise `SchemaError` on errors."""
+def validate_schema(
+    parsed: ParsedSources, policies: list[Policy], schema: Schema
+) -> dict[str, dict[str, str]]:
+    """Run cedarpy's validator on every source, per action where it must.
+
+    One schema serves both layers, so a policy whose scope admits kernel and
+    gateway actions (`forbid (principal, action, resource) when {
+    context.quarantined }`) cannot type-check for all of them: the kernel
+    actions' context is empty. Such a policy is validated again for each
+    action its scope admits, and accepted when it type-checks for at least
+    one; for the others Cedar skips it at run time (an error), and the
+    compiler, which evaluates with Cedar's semantics, does the same. Returns,
+    per policy id, the actions it does not type-check for, with the first
+    reason; raises `SchemaError` when some policy type-checks for none.
+    """
     errors: list[Diagnostic] = []
-    by_source: dict[str, list[ParsedPolicy]] = {}
-    for p in parsed.policies:
-        by_source.setdefault(p.source.name, []).append(p)
+    skipped: dict[str, dict[str, str]] = {}
+    by_statement: dict[tuple[str, int], tuple[ParsedPolicy, Policy]] = {}
+    for p, pol in zip(parsed.policies, policies, strict=True):
+        by_statement[(p.source.name, p.local_index)] = (p, pol)
     for src in parsed.sources:
         if not src.statements:
             continue
-        result = cedarpy.validate_policies(src.text, schema.text)
+        result = cedarpy.validate_policies(src.text, schema.cedar)
         if result.validation_passed:
             continue
         annotations = result.id_annotations_by_policy_id
+        failed: dict[int, list[str]] = {}
         for err in result.errors:
             pid = err.policy_id
             m = re.fullmatch(r"policy(\d+)", pid or "")
             index = int(m.group(1)) if m else -1
-            name = annotations.get(pid, pid) if pid else None
             message = re.sub(r"^for policy `[^`]*`, ", "", err.error)
+            found = by_statement.get((src.name, index))
+            if found is not None:
+                failed.setdefault(index, []).append(message)
+                continue
+            name = annotations.get(pid, pid) if pid else None
             errors.append(Diagnostic(message, _locate(src, index, message), name or None))
+        for index, messages in failed.items():
+            p, pol = by_statement[(src.name, index)]
+            bad = _per_action(p, pol, schema)
+            if bad is None or len(bad) == len(pol.actions):
+                for message in messages:
+                    loc = _locate(src, p.statement, message)
+                    errors.append(Diagnostic(message, loc, p.pid))
+                continue
+            skipped[p.pid] = bad
     if errors:
         raise SchemaError(errors)
+    return skipped
+
+
+def _per_action(p: ParsedPolicy, pol: Policy, schema: Schema) -> dict[str, str] | None:
+    """Action -> why `p` does not type-check for it (None: nothing to try per action)."""
+    if len(pol.actions) < 2:
+        return None
+    bad: dict[str, str] = {}
+    for action in sorted(pol.actions):
+        est = dict(p.est)
+        est["action"] = {"op": "==", "entity": {"type": "Action", "id": action}}
+        doc = {"staticPolicies": {"policy0": est}, "templates": {}, "templateLinks": []}
+        try:
+            text = cedarpy.policies_from_json_str(json.dumps(doc))
+        except ValueError:
+            return None
+        result = cedarpy.validate_policies(text, schema.cedar)
+        if not result.validation_passed:
+            first = result.errors[0].error if result.errors else "does not type-check"
+            bad[action] = re.sub(r"^for policy `[^`]*`, ", "", first)
+    return bad
 
 
 def _locate(src: SourceText, index: int, message: str) -> Location:
@@ -125,13 +175,27 @@ def _path_literals(node: Expr) -> list[tuple[str, bool, tuple[str | None, ...] |
     return out
 
 
-def classify(pol: Policy, schema: SandboxSchema) -> PolicyReport:
-    """Kernel, gateway or partial, with the reasons."""
-    kernel = tuple(sorted(pol.actions & KERNEL_ACTIONS.keys()))
-    gateway = tuple(sorted(pol.actions - KERNEL_ACTIONS.keys()))
+def classify(pol: Policy, schema: Schema, skipped: dict[str, str] | None = None) -> PolicyReport:
+    """Kernel, gateway or both, with the reasons.
+
+    `skipped`: the actions the policy does not type-check for (Cedar skips
+    it for them), from `validate_schema`; they count for neither layer.
+    """
+    skipped = skipped or {}
+    actions = pol.actions - skipped.keys()
+    kernel = tuple(a for a in KERNEL_ACTIONS if a in actions)
+    gateway = tuple(sorted(actions - KERNEL_ACTIONS.keys()))
     reasons: list[str] = []
+    by_reason: dict[str, list[str]] = {}
     for a in gateway:
-        reasons.append(f"`{a}`: {GATEWAY_REASONS.get(a, 'the kernel does not see this action')}")
+        by_reason.setdefault(schema.gateway_reason(a), []).append(a)
+    for why, acts in by_reason.items():
+        reasons.append(f"{why} ({', '.join(f'`{a}`' for a in acts)})")
+    if skipped:
+        names = ", ".join(f"`{a}`" for a in sorted(skipped, key=_action_order))
+        first = skipped[min(skipped, key=_action_order)]
+        reasons.append(f"not for {names}: it does not type-check there ({first}), and Cedar "
+                       "skips a policy that errors")
     ctx_reads = sorted(
         {
             n.attr
@@ -139,10 +203,13 @@ def classify(pol: Policy, schema: SandboxSchema) -> PolicyReport:
             if isinstance(n, GetAttr | HasAttr) and n.arg == Var("context")
         }
     )
-    if ctx_reads:
+    if ctx_reads and kernel:
+        attrs = ", ".join(f"`context.{a}`" for a in ctx_reads)
+        reasons.append(f"reads {attrs}: kernel actions have an empty context")
+    elif ctx_reads:
         attrs = ", ".join(f"`context.{a}`" for a in ctx_reads)
         reasons.append(f"reads {attrs}: only the gateway knows the request context")
-    if not pol.actions:
+    if not actions:
         return PolicyReport(
             pol.pid,
             pol.effect,
@@ -152,8 +219,14 @@ def classify(pol: Policy, schema: SandboxSchema) -> PolicyReport:
             ("applies to no action in the schema",),
             pol.location,
         )
-    layer: Layer = "kernel" if not gateway else ("gateway" if not kernel else "partial")
-    if layer == "partial":
+    layer: Layer = "kernel" if not gateway else ("gateway" if not kernel else "both")
+    if layer == "both":
         compiled = ", ".join(f"`{a}`" for a in kernel)
         reasons.insert(0, f"compiled for {compiled}; the rest stays at the gateway")
     return PolicyReport(pol.pid, pol.effect, layer, kernel, gateway, tuple(reasons), pol.location)
+
+
+def _action_order(action: str) -> tuple[int, str]:
+    """Kernel actions in their schema order, then the others by name."""
+    kernel = list(KERNEL_ACTIONS)
+    return (kernel.index(action), "") if action in KERNEL_ACTIONS else (len(kernel), action)

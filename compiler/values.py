@@ -153,3 +153,28 @@ def like(text: str, pattern: tuple[str | None, ...]) -> bool:
 
 def pattern_regex(pattern: tuple[str | None, ...]) -> re.Pattern[str]:
     return re.compile("".join(".*" if el is None else re.escape(el) for el in pattern), re.S)
+
+
+def from_json(v: object) -> Value:
+    """An attribute value in Cedar's entity JSON form (entities file, registry).
+
+    Raises `CedarError` for what has no static value here (decimals,
+    datetimes: the compiler never folds those).
+    """
+    if isinstance(v, bool | str):
+        return v
+    if isinstance(v, int):
+        return checked(v)
+    if isinstance(v, list):
+        return SetVal(tuple(from_json(x) for x in v))
+    if isinstance(v, dict):
+        ent = v.get("__entity")
+        if isinstance(ent, dict) and len(v) == 1:
+            return EntityUid(str(ent["type"]), str(ent["id"]))
+        ext = v.get("__extn")
+        if isinstance(ext, dict) and len(v) == 1:
+            if ext.get("fn") == "ip":
+                return parse_ip(str(ext.get("arg")))
+            raise CedarError(f"extension `{ext.get('fn')}` is not folded by the compiler")
+        return RecordVal(tuple(sorted((str(k), from_json(x)) for k, x in v.items())))
+    raise CedarError(f"unexpected attribute value {v!r}")

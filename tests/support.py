@@ -610,9 +610,23 @@ def drop_pin_root(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
+# The agents the sandbox tests enforce for, as the registry's one builder makes
+# them: (name, classes).
+TEST_AGENTS = (("analyst-1", ("data-analyst",)), ("analyst-7", ("data-analyst",)),
+               ("coder-1", ("coder",)))
+
+
+def sandbox_test_agents() -> tuple[dict[str, Any], ...]:
+    from agent.registry import Agent, Meta
+    from agent.registry.entities import agent_entity
+
+    return tuple(agent_entity(Agent(meta=Meta(name=n), classes=c)) for n, c in TEST_AGENTS)
+
+
 def policy_input(*files: str, hosts: dict[str, list[str]] | None = None,
                  entities: str | None = "entities.json", text: str | None = None) -> Any:
-    """An `agent.sandbox.PolicyInput` from example policy files (and/or Cedar `text`)."""
+    """An `agent.sandbox.PolicyInput` from example policy files (and/or Cedar `text`),
+    with the test agents (`TEST_AGENTS`) as the registry's entities."""
     from agent.sandbox import PolicyInput
     from compiler import EntitiesSource, PolicySource
 
@@ -621,7 +635,8 @@ def policy_input(*files: str, hosts: dict[str, list[str]] | None = None,
         sources.append(PolicySource("inline.cedar", text))
     ents = EntitiesSource(entities, (EXAMPLES / entities).read_text()) if entities else None
     table = LOOPBACK_HOSTS if hosts is None else hosts
-    return PolicyInput(tuple(sources), ents, {k: tuple(v) for k, v in table.items()})
+    return PolicyInput(tuple(sources), ents, {k: tuple(v) for k, v in table.items()},
+                       sandbox_test_agents())
 
 
 def apply_to(root: Path, inputs: Any, principal: str | None, cgroups: list[Cgroup],
@@ -652,11 +667,13 @@ SANDBOX_AGENT = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     from agent.registry import load_directory
+    from agent.registry.policyset import PolicyRecords
     from agent.sandbox.hosts import static_resolver
     from agent.sandbox.service import SandboxService
     from agent.workloads import WorkloadResolver
     registry = load_directory(sys.argv[1])
     svc = SandboxService(lambda: registry, WorkloadResolver(), None, root=Path(sys.argv[2]),
+                         policies=PolicyRecords(lambda: registry),
                          host_resolver=static_resolver(json.loads(sys.argv[3])))
     svc.start()
     changes = svc.reconcile()
@@ -669,8 +686,8 @@ SANDBOX_AGENT = textwrap.dedent("""
 def sandboxed_agent_registry(base: Path, cg_name: str, policies: dict[str, str],
                              entities: str = "") -> Path:
     """A registry folder: Agent `analyst-1` (class data-analyst) bound to cgroup `/<cg_name>`
-    and sandboxed (enforce) by `policies` (Policy name -> Cedar file); `entities`
-    (JSON text) goes with the first policy."""
+    and sandboxed (enforce); its Policy records (Policy name -> Cedar file) are the
+    policy set (no --policies folder); `entities` (JSON text) goes with the first."""
     d = base / "registry"
     d.mkdir(exist_ok=True)
     docs = [textwrap.dedent(f"""
@@ -681,7 +698,7 @@ def sandboxed_agent_registry(base: Path, cg_name: str, policies: dict[str, str],
           classes: [data-analyst]
           identities:
             - cgroup: /{cg_name}
-          sandbox: {{policies: [{", ".join(policies)}], mode: enforce}}
+          sandbox: {{mode: enforce}}
         """)]
     for i, (name, file) in enumerate(policies.items()):
         extra = f"\n  entities: {json.dumps(entities)}" if entities and i == 0 else ""

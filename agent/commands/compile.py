@@ -1,9 +1,10 @@
-"""`manul compile`: compile Cedar sandbox policies and say what went where.
+"""`manul compile`: compile a policy set and say what went where, and why.
 
-Reads the policy files (and optionally an entities file and a resolver
-result), runs the pure compiler (`compiler`), and prints, per sandbox, the
-kernel map entries by kind and count, the policies that stay at the gateway
-with the reason, and every approximation. `--json` prints everything
+Reads policy files and folders (a folder brings its `entities.json`), the
+registry for agents' attributes (`--registry`) and optionally a resolver
+result, runs the pure compiler (`compiler`), and prints, per policy, its
+layer (kernel, gateway, both) with the reasons, then per sandbox the
+kernel map entries by kind and count and every approximation. `--json` prints everything
 (entries as hex) as one JSON document; `--query REQUESTS.jsonl` answers one
 Cedar request per line instead. It never writes a file: loading entries into
 the kernel is `agent/sandbox`'s job. Exit status 1 on any error (and, with
@@ -20,14 +21,17 @@ import click
 from rich.console import Console
 
 from agent.commands._options import read_arg
+from agent.errors import ManulError
+from agent.registry import load_directory
+from agent.registry.entities import registry_entities
+from agent.registry.policyset import read_paths
 from compiler import (
     Compilation,
     CompiledSandbox,
     CompileError,
-    EntitiesSource,
-    PolicySource,
     Querier,
     compile_policies,
+    load_schema,
 )
 
 
@@ -49,12 +53,19 @@ def _hosts(path: str | None) -> dict[str, list[str]]:
 
 
 @click.command("compile")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option(
     "--entities",
     "entities_file",
     type=click.Path(dir_okay=False),
-    help="Cedar JSON entities: agents, classes, PathSet and DestinationSet members.",
+    help="Cedar JSON entities: sets and their members, class nesting "
+    "(default: a folder's entities.json).",
+)
+@click.option(
+    "--registry",
+    "registry_dir",
+    type=click.Path(file_okay=False, exists=True),
+    help="Registry folder: every Agent gets its sandbox, its attributes folded in.",
 )
 @click.option(
     "--hosts",
@@ -71,28 +82,48 @@ def _hosts(path: str | None) -> dict[str, list[str]]:
 )
 @click.option("--ir", "show_ir", is_flag=True, help="Also print each sandbox's kernel rules.")
 @click.option("--strict", is_flag=True, help="Treat any approximation as an error.")
+@click.option("--schema", "show_schema", is_flag=True,
+              help="Print the one Cedar schema (both layers) and exit.")
 def compile_cmd(
-    files: tuple[str, ...],
+    paths: tuple[str, ...],
     entities_file: str | None,
+    registry_dir: str | None,
     hosts_file: str | None,
     as_json: bool,
     query_file: str | None,
     show_ir: bool,
     strict: bool,
+    show_schema: bool,
 ) -> None:
-    """Compile Cedar sandbox policies to kernel map entries.
+    """Compile a policy set: what the kernel enforces, what stays at the gateway.
+
+    PATHS are .cedar files or folders of them (a folder's entities.json comes
+    along). One schema serves both layers: each policy is reported as
+    `kernel`, `gateway` or `both`, with the reason, and its kernel part is
+    compiled to map entries per sandbox (every agent, class and `default`).
 
     \b
     Examples:
-      manul compile examples/policies/*.cedar --entities examples/policies/entities.json
-      manul compile policy.cedar --json
+      manul compile examples/policies --registry examples/registry
+      manul compile examples/policies --hosts examples/policies/hosts.json --json
       manul compile policy.cedar --query requests.jsonl
+      manul compile --schema
     """
     err = Console(stderr=True, highlight=False)
-    sources = [PolicySource(f, read_arg(f)) for f in files]
-    ents = EntitiesSource(entities_file, read_arg(entities_file)) if entities_file else None
+    if show_schema:
+        click.echo(load_schema().text)
+        return
+    if not paths:
+        raise click.UsageError("name the policy files or folders to compile (or --schema)")
     try:
-        result = compile_policies(sources, ents, resolved=_hosts(hosts_file))
+        policy_set = read_paths(list(paths), entities_file)
+        registry = registry_entities(load_directory(registry_dir)) if registry_dir else []
+    except ManulError as e:
+        err.print(f"[bold red]error[/]: {e}", markup=True, soft_wrap=True)
+        sys.exit(1)
+    try:
+        result = compile_policies(policy_set.sources, policy_set.entities,
+                                  resolved=_hosts(hosts_file), registry=registry)
     except CompileError as e:
         for d in e.diagnostics:
             err.print(f"[bold red]error[/]: {d}", markup=True, soft_wrap=True)
@@ -130,14 +161,17 @@ def _query(result: Compilation, path: str, err: Console) -> int:
 
 def _print(result: Compilation, show_ir: bool) -> None:
     out = Console(highlight=False, soft_wrap=True)
-    for s in result.sandboxes:
-        _print_sandbox(out, s, show_ir)
-    out.print("[bold]policies[/]", markup=True)
+    layers = {k: sum(p.layer == k for p in result.policies) for k in ("kernel", "gateway", "both")}
+    out.print(f"[bold]policies[/] ({len(result.policies)}: " + ", ".join(
+        f"{v} {k}" for k, v in layers.items()) + ")", markup=True)
     width = max((len(p.policy) for p in result.policies), default=0)
     for p in result.policies:
         out.print(f"  {p.layer:<8}{p.effect:<7}{p.policy:<{width}}  {p.location}", markup=False)
         for reason in p.reasons:
             out.print(f"          {reason}", markup=False)
+    out.print()
+    for s in result.sandboxes:
+        _print_sandbox(out, s, show_ir)
     if result.hosts:
         out.print("hosts the agent resolves at load time: " + ", ".join(result.hosts), markup=False)
 
@@ -157,7 +191,7 @@ def _print_sandbox(out: Console, s: CompiledSandbox, show_ir: bool) -> None:
     for note in s.notes:
         out.print(f"  note: {note}", markup=False)
     only = [g.policy for g in s.gateway if g.layer == "gateway"]
-    partial = [g.policy for g in s.gateway if g.layer == "partial"]
+    partial = [g.policy for g in s.gateway if g.layer == "both"]
     if only:
         out.print("  gateway only: " + ", ".join(f"`{p}`" for p in only), markup=False)
     if partial:

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from agent.commands._discovery_view import observation_line
 from agent.commands._options import agent_options, stop_on_signals
 from agent.daemon import Daemon, DaemonConfig
 from agent.discovery.service import Observation
 from agent.errors import ManulError
+from agent.kernel.fs import PIN_ROOT
 
 
 @click.command()
@@ -23,15 +25,20 @@ from agent.errors import ManulError
 @click.option("--audit-log", default="/var/log/manul/audit.jsonl", show_default=True,
               help="Audit log (JSON lines); `-` writes it to stdout.")
 @click.option("--policies", type=click.Path(path_type=Path, file_okay=False, exists=True),
-              help="Gateway Cedar policies: also answer Envoy ext_authz on --authz-socket.")
+              help="The policy set: a folder of .cedar files (and entities.json). The kernel "
+                   "enforces it for sandboxed agents; Envoy ext_authz is answered from it on "
+                   "--authz-socket. Default: the registry's Policy records (no ext_authz).")
 @click.option("--authz-socket", type=click.Path(path_type=Path), default="/run/manul/authz.sock",
-              show_default=True, help="The decision point's Unix socket (with --policies).")
+              show_default=True, help="The decision point's Unix socket (with --policies, "
+                                      "and in cluster mode).")
 @click.option("--no-sandbox", is_flag=True,
               help="Do not enforce the registry's sandboxes (Agent spec.sandbox).")
+@click.option("--pin-root", type=click.Path(path_type=Path), default=PIN_ROOT, hidden=True,
+              envvar="MANUL_PIN_ROOT", help="bpffs directory of the pinned state.")
 @agent_options
 def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, node: str,
         pods_file: Path | None, trust_domain: str, policies: Path | None, authz_socket: Path,
-        no_sandbox: bool,
+        no_sandbox: bool, pin_root: Path,
         quarantine_shadow: bool, allow: tuple[str, ...]) -> None:
     """Run Manul's node agent in the foreground until Ctrl-C.
 
@@ -50,7 +57,7 @@ def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, no
                                      quarantine_allow=list(allow), kubernetes=kubernetes,
                                      node=node, pods_file=pods_file,
                                      trust_domain=trust_domain, policies=policies,
-                                     sandbox=not no_sandbox,
+                                     sandbox=not no_sandbox, pin_root=pin_root,
                                      authz_socket=authz_socket),
                         on_observation=lambda o: _print(con, o))
     except ManulError as e:
@@ -72,8 +79,12 @@ def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, no
             con.print(f"  http       http://{address[0]}:{address[1]}/metrics, /healthz, "
                       "/inventory")
         con.print(f"  audit      {audit}")
-        if policies:
-            con.print(f"  ext_authz  unix:{authz_socket} (policies `{policies}`)")
+        con.print(f"  policies   {daemon.policy_set.origin}")
+        if daemon.authz is not None:
+            snap = daemon.authz.sources.snapshot
+            state = (f"{len(snap.policies or ())} policies" if not snap.policy_error
+                     else f"[red]not serving: {escape(snap.policy_error)}[/]")
+            con.print(f"  ext_authz  unix:{authz_socket} ({state})")
         if daemon.sandbox is not None:
             st = daemon.sandbox.status().to_json()
             con.print(f"  sandbox    {len(st.get('bindings', []))} cgroups bound "

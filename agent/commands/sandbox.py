@@ -24,11 +24,15 @@ from rich.table import Table
 from agent.commands._options import read_arg
 from agent.errors import ManulError
 from agent.kernel.fs import PIN_ROOT, cgroup2_root
+from agent.registry import Registry, load_directory
+from agent.registry.entities import registry_entities
+from agent.registry.policyset import PolicyRecords, PolicySet, read_paths
 from agent.sandbox import maps as M
 from agent.sandbox.apply import (
     MODES,
     Applied,
     CgroupRef,
+    PolicyInput,
     apply_sandbox,
     compile_resolving,
     remove_cgroups,
@@ -37,7 +41,6 @@ from agent.sandbox.errors import PolicyError, SandboxError, TargetError
 from agent.sandbox.hosts import HostCache, static_resolver, system_resolver
 from agent.sandbox.kernel import SandboxMaps, ensure_loaded, locked, unload
 from agent.sandbox.state import Status, read_status
-from compiler import EntitiesSource, PolicySource
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -70,9 +73,11 @@ def sandbox(ctx: click.Context, pin_root: Path) -> None:
 
     \b
     Examples:
-      manul sandbox apply examples/policies/data-analyst.cedar \\
-          --entities examples/policies/entities.json --hosts examples/policies/hosts.json \\
-          --principal 'Agent::"analyst-1"' --cgroup /manul.slice/analyst
+      manul sandbox apply examples/policies --registry examples/registry \\
+          --hosts examples/policies/hosts.json \\
+          --principal 'Agent::"finance/analyst"' --cgroup /manul.slice/analyst
+      manul sandbox apply examples/policies --registry examples/registry \\
+          --workload finance/analyst
       manul sandbox status
       manul sandbox remove --cgroup /manul.slice/analyst
     """
@@ -80,9 +85,10 @@ def sandbox(ctx: click.Context, pin_root: Path) -> None:
 
 
 @sandbox.command()
-@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option("--entities", "entities_file", type=click.Path(dir_okay=False),
-              help="Cedar JSON entities: agents, classes, PathSet and DestinationSet members.")
+              help="Cedar JSON entities: sets and their members, class nesting "
+                   "(default: a folder's entities.json).")
 @click.option("--hosts", "hosts_file", type=click.Path(dir_okay=False),
               help="Addresses of the host names the policies use, {host: [address, ...]} "
                    "(default: resolve them now with this node's resolver).")
@@ -98,37 +104,39 @@ def sandbox(ctx: click.Context, pin_root: Path) -> None:
 @click.option("--workload", metavar="NAME",
               help="A registered Agent (`name` or `namespace/name`): every cgroup its "
                    "workloads run in now.")
-@click.option("--registry", type=click.Path(file_okay=False, path_type=Path),
-              help="The registry folder (needed with --workload).")
+@click.option("--registry", type=click.Path(file_okay=False, path_type=Path, exists=True),
+              help="The registry folder: agents' attributes and classes (needed with "
+                   "--workload; without PATHS its Policy records are the policies).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was applied as JSON.")
 @click.pass_obj
-def apply(root: Path, files: tuple[str, ...], entities_file: str | None, hosts_file: str | None,
+def apply(root: Path, paths: tuple[str, ...], entities_file: str | None, hosts_file: str | None,
           principal: str | None, mode: str | None, cgroups: tuple[str, ...],
           workload: str | None, registry: Path | None, as_json: bool) -> None:
-    """Enforce Cedar sandbox policies on cgroups, now and until removed.
+    """Enforce Cedar policies on cgroups, now and until removed.
 
-    FILE... are Cedar policy files (with --workload, default: the Agent's
-    spec.sandbox policies from the registry). The policies are compiled
-    first; a policy that does not compile, an unknown or unsafe cgroup, or
-    a kernel map too full for the new generation changes nothing. On a
-    kernel without BPF LSM, network rules are still enforced (cgroup
-    hooks); file and exec rules are only reported.
+    PATHS are .cedar files or folders of them (a folder brings its
+    entities.json); without PATHS, the registry's Policy records. Agents'
+    attributes and classes come from --registry. The policies are compiled
+    first; a policy that does not compile, an unknown or unsafe cgroup, or a
+    kernel map too full for the new generation changes nothing. On a kernel
+    without BPF LSM, network rules are still enforced (cgroup hooks); file
+    and exec rules are only reported.
     """
     if bool(cgroups) == bool(workload):
         raise click.UsageError("give either --cgroup PATH or --workload NAME")
     try:
+        reg = load_directory(registry) if registry is not None else None
+        policy_set = _policy_set(paths, entities_file, reg)
         if workload:
-            target, refs, sources, ents, principal, mode = _workload(
-                workload, registry, files, entities_file, principal, mode)
+            target, refs, inputs, principal, mode = _workload(
+                workload, reg, policy_set, principal, mode)
         else:
-            if not files:
-                raise click.UsageError("give at least one Cedar policy FILE")
-            sources = tuple(PolicySource(f, read_arg(f)) for f in files)
-            ents = EntitiesSource(entities_file, read_arg(entities_file)) if entities_file else None
             refs = [CgroupRef.resolve(c) for c in cgroups]
             target = "cgroup:" + ",".join("/" + r.path for r in refs)
+            inputs = PolicyInput(policy_set.sources, policy_set.entities, {},
+                                 tuple(registry_entities(reg)) if reg is not None else ())
         resolver = static_resolver(_hosts_table(hosts_file)) if hosts_file else system_resolver
-        inputs, compiled = compile_resolving(sources, ents, principal, HostCache(resolver))
+        inputs, compiled = compile_resolving(inputs, principal, HostCache(resolver))
         mode = mode or "enforce"
         with locked(root):
             lsm, _ = ensure_loaded(root)
@@ -145,37 +153,35 @@ def apply(root: Path, files: tuple[str, ...], entities_file: str | None, hosts_f
     _print_applied(done, lsm)
 
 
-def _workload(name: str, registry: Path | None, files: tuple[str, ...],
-              entities_file: str | None, principal: str | None, mode: str | None
-              ) -> tuple[str, list[CgroupRef], tuple[PolicySource, ...],
-                         EntitiesSource | None, str | None, str | None]:
-    from agent.registry import load_directory
-    from agent.sandbox.assign import agent_cgroups, policy_sources, principal_of, with_agent
+def _policy_set(paths: tuple[str, ...], entities_file: str | None,
+                reg: Registry | None) -> PolicySet:
+    """PATHS as one policy set, else the registry's Policy records."""
+    if paths:
+        return read_paths(list(paths), entities_file)
+    if reg is None or not reg.policies:
+        raise click.UsageError("name the policy files or folders (or give --registry with "
+                               "Policy records)")
+    return PolicyRecords(lambda: reg).load()
+
+
+def _workload(name: str, reg: Registry | None, policy_set: PolicySet, principal: str | None,
+              mode: str | None) -> tuple[str, list[CgroupRef], PolicyInput, str | None,
+                                         str | None]:
+    from agent.sandbox.assign import agent_cgroups, agent_inputs, principal_of
     from agent.workloads import WorkloadResolver
 
-    if registry is None:
+    if reg is None:
         raise click.UsageError("--workload needs --registry DIR")
-    reg = load_directory(registry)
     agent = reg.agent(name)
     if agent is None:
-        raise TargetError(f"workload `{name}`: no Agent of that name in `{registry}`")
+        raise TargetError(f"workload `{name}`: no Agent of that name in the registry")
     refs = agent_cgroups(reg, WorkloadResolver(), sandboxed_only=False).get(agent.meta.key, [])
     if not refs:
         raise TargetError(f"workload `{name}`: no cgroup on this node matches the identities "
                           f"of Agent `{agent.meta.key}`")
-    ents: EntitiesSource | None
-    if files:
-        sources = tuple(PolicySource(f, read_arg(f)) for f in files)
-        extra = json.loads(read_arg(entities_file)) if entities_file else []
-        ents = EntitiesSource(entities_file or f"agent:{agent.meta.key}",
-                              json.dumps(with_agent(extra, agent)))
-    else:
-        if agent.sandbox is None:
-            raise click.UsageError(f"Agent `{agent.meta.key}` has no spec.sandbox: give FILE...")
-        sources, ents = policy_sources(reg, agent)
     if mode is None and agent.sandbox is not None:
         mode = agent.sandbox.mode.value
-    return (f"workload:{agent.meta.key}", refs, sources, ents,
+    return (f"workload:{agent.meta.key}", refs, agent_inputs(reg, agent, policy_set),
             principal or principal_of(agent), mode)
 
 

@@ -1,10 +1,10 @@
-"""Registry records as Cedar entities, and the graph the evaluator slices.
+"""The registry's entities as a graph the evaluator slices, plus the actions.
 
-`EntityGraph.build(registry)` turns every Agent, ServiceIdentity, MCPServer
-(with its ToolSets and Tools) and LLMProvider into Cedar entity JSON, using
-the id conventions of schema.cedarschema. The graph knows, per entity, its
-parents and the entities its attributes point at, so `closure()` can cut
-out exactly the entities an evaluation can touch (see evaluate.py).
+The entities are the one builder's (`agent.registry.entities`); this module
+adds the Action entities (derived from the one schema: pre-parsed entity
+handles do not get them from it) and knows, per entity, its parents and the
+entities its attributes point at, so `closure()` can cut out exactly the
+entities an evaluation can touch (see evaluate.py).
 """
 
 from __future__ import annotations
@@ -15,53 +15,25 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.decision.schema import ACTION_GROUPS, Action
-from agent.registry import RISK_LEVELS, Agent, LLMProvider, MCPServer, Registry, ServiceIdentity
+from agent.registry import Registry
+from agent.registry.entities import (
+    EntityJson,
+    Uid,
+    caller_uid,
+    entity,
+    ref,
+    registry_entities,
+    tool_uid,
+    unregistered_tool,
+)
+from compiler import load_schema
 
-Uid = tuple[str, str]  # (entity type, id)
-EntityJson = dict[str, Any]
+__all__ = ["EntityGraph", "EntityJson", "Uid", "action_entities", "caller_uid", "ref",
+           "tool_uid", "uid_str", "unregistered_tool"]
 
 
 def uid_str(uid: Uid) -> str:
     return f"{uid[0]}::{json.dumps(uid[1])}"
-
-
-def ref(uid: Uid) -> dict[str, Any]:
-    """An entity reference inside an attribute value."""
-    return {"__entity": {"type": uid[0], "id": uid[1]}}
-
-
-def risk_score(level: str) -> int:
-    """1-based rank of a risk level; an unknown level counts as the riskiest."""
-    return RISK_LEVELS.index(level) + 1 if level in RISK_LEVELS else len(RISK_LEVELS)
-
-
-def _labels(labels: tuple[tuple[str, str], ...]) -> list[str]:
-    return [f"{k}={v}" for k, v in labels]
-
-
-def _entity(uid: Uid, attrs: dict[str, Any], parents: Iterable[Uid] = ()) -> EntityJson:
-    return {"uid": {"type": uid[0], "id": uid[1]}, "attrs": attrs,
-            "parents": [{"type": p[0], "id": p[1]} for p in parents]}
-
-
-def agent_uid(a: Agent) -> Uid:
-    return ("Agent", a.meta.key)
-
-
-def caller_uid(c: Agent | ServiceIdentity) -> Uid:
-    return (c.kind, c.meta.key)
-
-
-def tool_uid(server_key: str, tool: str) -> Uid:
-    return ("Tool", f"{server_key}/{tool}")
-
-
-def unregistered_tool(server_key: str, tool: str) -> EntityJson:
-    """A tool the server's record does not list: only `in` its server."""
-    server: Uid = ("MCPServer", server_key)
-    return _entity(tool_uid(server_key, tool),
-                   {"name": tool, "server": ref(server), "registered": False}, [server])
 
 
 @dataclass
@@ -87,7 +59,7 @@ class EntityGraph:
 
     @classmethod
     def build(cls, registry: Registry) -> EntityGraph:
-        return cls.from_json(registry_entities(registry))
+        return cls.from_json([*action_entities(), *registry_entities(registry)])
 
     def ancestors(self, uid: Uid) -> frozenset[Uid]:
         """Every entity `uid` is transitively `in` (not itself)."""
@@ -156,64 +128,10 @@ def _refs_in(value: Any) -> Iterable[Uid]:
 
 
 def action_entities() -> list[EntityJson]:
-    """Actions and their groups: pre-parsed entity handles do not get them from the schema."""
-    groups = sorted({g for gs in ACTION_GROUPS.values() for g in gs})
-    out = [_entity(("Action", g), {}) for g in groups]
-    for a in Action:
-        out.append(_entity(("Action", a.value), {},
-                           [("Action", g) for g in sorted(ACTION_GROUPS.get(a, ()))]))
+    """Every action and action group of the one schema, with its groups as parents."""
+    schema = load_schema()
+    out = []
+    for name in sorted({*schema.actions, *schema.groups}):
+        parents = [("Action", g) for g in sorted(schema.action_groups(name))]
+        out.append(entity(("Action", name), {}, parents))
     return out
-
-
-def registry_entities(reg: Registry) -> list[EntityJson]:
-    out: list[EntityJson] = action_entities()
-    groups: set[str] = set()
-    classes: set[str] = set()
-    for a in reg.agents:
-        groups.update(a.groups)
-        classes.update(a.classes)
-        parents = [("AgentClass", c) for c in a.classes] + [("Group", g) for g in a.groups]
-        out.append(_entity(agent_uid(a), {
-            "name": a.meta.name, "namespace": a.meta.namespace, "owner": a.owner,
-            "team": a.team, "risk_level": a.risk_level, "risk_score": risk_score(a.risk_level),
-            "capabilities": list(a.capabilities), "labels": _labels(a.meta.labels),
-            "url": a.url}, parents))
-    for s in reg.services:
-        groups.update(s.groups)
-        out.append(_entity(caller_uid(s), {
-            "name": s.meta.name, "namespace": s.meta.namespace, "owner": s.owner,
-            "team": s.team, "labels": _labels(s.meta.labels)},
-            [("Group", g) for g in s.groups]))
-    out.extend(_entity(("Group", g), {}) for g in sorted(groups))
-    out.extend(_entity(("AgentClass", c), {}) for c in sorted(classes))
-    for m in reg.mcp_servers:
-        out.extend(mcp_entities(m))
-    for p in reg.providers:
-        out.append(provider_entity(p))
-    return out
-
-
-def mcp_entities(m: MCPServer) -> list[EntityJson]:
-    key = m.meta.key
-    server: Uid = ("MCPServer", key)
-    out = [_entity(server, {
-        "name": m.meta.name, "namespace": m.meta.namespace, "owner": m.owner,
-        "risk_level": m.risk_level, "risk_score": risk_score(m.risk_level), "url": m.url,
-        "labels": _labels(m.meta.labels)})]
-    in_sets: dict[str, list[Uid]] = {t: [] for t in m.tools}
-    for set_name, tools in m.tool_sets:
-        set_uid: Uid = ("ToolSet", f"{key}/{set_name}")
-        out.append(_entity(set_uid, {"name": set_name, "server": ref(server)}, [server]))
-        for t in tools:
-            in_sets.setdefault(t, []).append(set_uid)
-    for tool, sets in in_sets.items():
-        out.append(_entity(tool_uid(key, tool),
-                           {"name": tool, "server": ref(server), "registered": True},
-                           [*sets, server]))
-    return out
-
-
-def provider_entity(p: LLMProvider) -> EntityJson:
-    return _entity(("LLMProvider", p.meta.key), {
-        "name": p.meta.name, "gateway": p.gateway, "models": list(p.models),
-        "hosts": list(p.hosts)})

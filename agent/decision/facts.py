@@ -1,10 +1,18 @@
 """What only this node knows about a caller's workload: quarantine and anomaly level.
 
-Discovery (quarantine of a shadow workload) and the baseline (anomaly
-level) set these; the decision point reads them into every Cedar context
+The decision point reads these into every Cedar context
 (`context.quarantined`, `context.anomaly_level`). Keys are the caller's
 registry key (`namespace/name`, or `name`). Writers replace an immutable
 `CallerFacts` under a lock; readers take one dictionary lookup, no lock.
+
+The writers, and their interface:
+- quarantine: the daemon reads the pinned quarantine map every second and
+  calls `set_quarantined_keys` with the registry keys of the quarantined
+  workloads (shadow quarantine by discovery, `manul quarantine add`), so a
+  release there is a release here;
+- anomaly level: the behavioural baseline calls `set_anomaly_level(key,
+  level)` with one of `ANOMALY_*` when its verdict on a caller changes
+  (and `ANOMALY_NONE` when it clears). Nothing else writes it.
 """
 
 from __future__ import annotations
@@ -45,6 +53,17 @@ class NodeFacts:
         with self._lock:
             old = self._facts.get(key, NO_FACTS)
             self._put(key, CallerFacts(old.quarantined, level))
+
+    def set_quarantined_keys(self, keys: frozenset[str]) -> None:
+        """Exactly `keys` are quarantined now (the others are released)."""
+        with self._lock:
+            for key in set(self._facts) | keys:
+                old = self._facts.get(key, NO_FACTS)
+                if old.quarantined != (key in keys):
+                    self._put(key, CallerFacts(key in keys, old.anomaly_level))
+
+    def quarantined(self) -> frozenset[str]:
+        return frozenset(k for k, f in self._facts.items() if f.quarantined)
 
     def clear(self, key: str) -> None:
         with self._lock:

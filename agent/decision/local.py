@@ -22,6 +22,8 @@ from agent.decision.identity import Authenticator
 from agent.decision.jwks import JWKSCache
 from agent.decision.sources import Sources
 from agent.decision.tokens import KeyRing, TokenMinter
+from agent.registry import FileSource
+from agent.registry.policyset import PolicyFolder
 
 LOCAL_ISSUER = "https://localhost/manul-check"
 
@@ -37,7 +39,7 @@ class LocalDecider:
     def __init__(self, registry: str | Path, policies: str | Path, *,
                  audiences: tuple[str, ...] = ("manul",), facts: NodeFacts | None = None,
                  jwks: JWKSCache | None = None) -> None:
-        self.sources = Sources(registry, policies)
+        self.sources = Sources(FileSource(registry), PolicyFolder(policies))
         keys = KeyRing()
         jwks = jwks or JWKSCache()
         self.point = DecisionPoint(

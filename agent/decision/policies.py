@@ -1,12 +1,13 @@
-"""Gateway policies: load a folder of `.cedar` files, validate, index by scope.
+"""The decision point's policies: the one loader's result, indexed by scope.
 
-Every file is parsed with cedarpy and validated against schema.cedarschema;
-the first error rejects the whole new set (the caller keeps the previous
-one). Each policy gets a stable id: its `@id("...")` annotation, which must
-be unique, or `<file>#<n>` for the n-th policy of a file without one. The
-result, a `PolicyIndex`, groups policy ids by the actions their scope
-admits and by the entity their principal and resource scopes anchor on, so
-the evaluator can find the few policies that can apply to a request.
+Policies are loaded by the compiler's loader (`compiler.load_policies`), the
+one both enforcement points use: the same schema, the same per-action
+validation, the same ids (`@id("...")`, unique, else `<file>:<line>`). Any
+error rejects the whole new set (the caller keeps the previous one). The
+result, a `PolicyIndex`, groups policy ids by the gateway actions their
+scope admits and by the entity their principal and resource scopes anchor
+on, so the evaluator can find the few policies that can apply to a request.
+Kernel-only policies are loaded too (one set) and simply never match.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from cedarpy import pst
 
 from agent.decision.entities import Uid
 from agent.decision.errors import PolicyLoadError
-from agent.decision.schema import Action, groups_of, schema
+from agent.decision.schema import Action, groups_of
 from agent.textfile import read_text
+from compiler import CompileError, PolicySource, load_policies
+from compiler.errors import LimitError, ParseError, SchemaError, UnsupportedError
+from compiler.parse import ParsedPolicy
 
 Constraint = pst.PrincipalOrResourceConstraint
 
@@ -30,7 +34,7 @@ Constraint = pst.PrincipalOrResourceConstraint
 @dataclass(frozen=True)
 class LoadedPolicy:
     id: str
-    source: str  # `file.cedar#n`
+    source: str  # `file.cedar:line:col`
     template: pst.Template
     literals: frozenset[Uid]  # entities the policy names anywhere
 
@@ -134,45 +138,40 @@ def parse_policies(sources: Iterable[tuple[str, str]], *, validate: bool = True)
 
     `validate=False` skips the schema check (tests feed ill-typed policies on purpose).
     """
-    policies: dict[str, LoadedPolicy] = {}
-    files = []
-    for name, text in sources:
-        files.append(name)
-        for p in _parse_one(name, text, validate):
-            if p.id in policies:
-                raise PolicyLoadError(
-                    f"{p.source}: policy id `{p.id}` is already used by "
-                    f"{policies[p.id].source}; `@id` annotations must be unique")
-            policies[p.id] = p
-    return _index(policies, tuple(files))
-
-
-def _parse_one(name: str, text: str, validate: bool) -> list[LoadedPolicy]:
+    sources = list(sources)
     try:
-        parsed = cedarpy.PolicySet.from_str(text)
-        tree = parsed.to_pst()
-    except ValueError as e:
-        raise PolicyLoadError(f"{name}: does not parse: {_first_line(e)}") from e
-    if tree.templates:
-        raise PolicyLoadError(f"{name}: templates (`?principal`, `?resource`) are not "
-                              "supported by the decision point; write static policies")
-    result = cedarpy.validate_policies(text, schema()) if validate else None
-    if result is not None and not result.validation_passed:
-        ids = result.id_annotations_by_policy_id
-        errs = "; ".join(f"policy `{ids.get(e.policy_id) or e.policy_id}`: {e.error}"
-                         if e.policy_id else e.error for e in result.errors[:3])
-        raise PolicyLoadError(f"{name}: does not validate against the gateway schema: {errs}")
-    out = []
-    for n, parsed_t in enumerate(tree.static_policies.values()):
-        pid = parsed_t.annotations.get("id") or f"{name}#{n}"
-        t = dataclasses.replace(parsed_t, id=pid)
-        literals = frozenset(_uid(u) for u in pst.entity_uids(t))
-        out.append(LoadedPolicy(id=pid, source=f"{name}#{n}", template=t, literals=literals))
-    return out
+        loaded = load_policies([PolicySource(n, t) for n, t in sources], validate=validate)
+    except CompileError as e:
+        raise PolicyLoadError(_diagnostics(e)) from e
+    by_source: dict[str, dict[int, ParsedPolicy]] = {}
+    for p in loaded.sources:
+        by_source.setdefault(p.source.name, {})[p.local_index] = p
+    policies: dict[str, LoadedPolicy] = {}
+    for name, text in sources:
+        ids = by_source.get(name, {})
+        if not ids:
+            continue
+        tree = cedarpy.policies_to_pst(text)
+        for key, parsed_t in tree.static_policies.items():
+            p = ids[int(key.removeprefix("policy"))]
+            t = dataclasses.replace(parsed_t, id=p.pid)
+            literals = frozenset(_uid(u) for u in pst.entity_uids(t))
+            policies[p.pid] = LoadedPolicy(id=p.pid, source=str(p.location), template=t,
+                                           literals=literals)
+    return _index(policies, tuple(name for name, _ in sources))
 
 
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+_WHY = {ParseError: "does not parse", SchemaError: "does not validate against the schema",
+        UnsupportedError: "is not supported", LimitError: "exceeds a kernel limit"}
+
+
+def _diagnostics(e: CompileError, most: int = 3) -> str:
+    """The first diagnostics of a refused set, each naming its file, line and policy."""
+    why = next((w for cls, w in _WHY.items() if isinstance(e, cls)), "is refused")
+    shown = [str(d) for d in e.diagnostics[:most]]
+    more = len(e.diagnostics) - most
+    return (f"the policy set {why}: " + "; ".join(shown)
+            + (f" (and {more} more)" if more > 0 else ""))
 
 
 def _index(policies: dict[str, LoadedPolicy], files: tuple[str, ...]) -> PolicyIndex:

@@ -1,20 +1,20 @@
-"""The gateway-layer Cedar schema and the actions it declares.
+"""The decision point's view of the one schema.
 
-`schema.cedarschema` beside this module is the source of truth; this module
-loads it once and names its actions for the Python side (`Action`, and which
-action groups each belongs to). tests/unit/decision/test_schema.py checks the
-two agree.
+The schema is the compiler's (`compiler/schema.cedarschema.json`, read
+structurally by `compiler.schema`): its gateway actions are the ones outside
+`Action::"kernelAccess"`, and action groups come from it. `Action` names
+the actions the request mapper (request.py) produces; it is checked against
+the schema when this module is imported, so a renamed or removed action
+fails at start, not at the first request.
 """
 
 from __future__ import annotations
 
-import functools
 from enum import StrEnum
-from pathlib import Path
 
 import cedarpy
 
-SCHEMA_PATH = Path(__file__).with_name("schema.cedarschema")
+from compiler import load_schema
 
 
 class Action(StrEnum):
@@ -33,24 +33,18 @@ class Action(StrEnum):
     CALL_LLM = "callLLM"
 
 
-# action -> the action groups it is `in` (transitively); mirrors the schema.
-ACTION_GROUPS: dict[str, frozenset[str]] = {
-    Action.SEND_MESSAGE: frozenset({"callAgent"}),
-    Action.MANAGE_TASK: frozenset({"callAgent"}),
-    Action.GET_AGENT_CARD: frozenset({"callAgent"}),
-}
+GATEWAY_ACTIONS: frozenset[str] = load_schema().gateway_actions
+if {a.value for a in Action} != GATEWAY_ACTIONS:  # pragma: no cover - a packaging error
+    raise ImportError(
+        "the request mapper's actions differ from the schema's gateway actions: "
+        f"{sorted(GATEWAY_ACTIONS ^ {a.value for a in Action})}")
 
 
 def groups_of(action: str) -> frozenset[str]:
-    return ACTION_GROUPS.get(action, frozenset())
+    """The action groups `action` is transitively in, from the schema."""
+    return load_schema().action_groups(action)
 
 
-@functools.cache
-def schema_text() -> str:
-    return SCHEMA_PATH.read_text()
-
-
-@functools.cache
 def schema() -> cedarpy.Schema:
     """The parsed schema, shared by every evaluation (it is immutable)."""
-    return cedarpy.Schema.from_str(schema_text())
+    return load_schema().cedar

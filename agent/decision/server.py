@@ -3,11 +3,15 @@
 `DecisionServer` wires a `DecisionPoint` to the outside: the Envoy
 `envoy.service.auth.v3.Authorization/Check` service and the standard
 `grpc.health.v1.Health` service on a private socket, fronted by `PeerGate`
-on the public socket (mode 0660, peer uid/gid allow-list); the HTTP port
-(JWKS, health, metrics); and one maintenance thread that reloads registry
-and policies and rotates the signing key. Health is SERVING while a policy
-set is loaded and NOT_SERVING otherwise (requests are then denied, with
-the reason).
+on the public socket (mode 0660, peer uid/gid allow-list); JWKS and OIDC
+discovery routes on the agent's one HTTP server (`telemetry.http`); and one
+maintenance thread that reloads registry and policies and rotates the
+signing key. Health is SERVING while a policy set is loaded and NOT_SERVING
+otherwise (requests are then denied, with the reason).
+
+Inside `manul run` it is a part of the agent: the daemon hands it its
+registry source and policy set (`sources`), its HTTP server and its audit
+log. Standalone (`manul authz serve`) it builds each from its config.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from agent.decision.decide import DecisionPoint
 from agent.decision.delegation import DelegationVerifier
 from agent.decision.facts import NodeFacts
-from agent.decision.httpd import DecisionHTTP
 from agent.decision.identity import Authenticator
 from agent.decision.jwks import Fetch, HttpFetcher, JWKSCache
 from agent.decision.peer import PeerCred, PeerGate, PeerPolicy
@@ -40,23 +43,28 @@ from agent.decision.response import to_check_response
 from agent.decision.sources import Sources
 from agent.decision.tokens import MAX_LIFETIME, KeyRing, TokenMinter
 from agent.errors import ConfigError
+from agent.registry import FileSource
+from agent.registry.policyset import PolicyFolder
 from agent.telemetry.audit import AuditLog
+from agent.telemetry.http import HttpServer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SOCKET = Path("/run/manul/authz.sock")
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
+JWKS_PATH = "/.well-known/jwks.json"
+DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    registry: Path
-    policies: Path
+    registry: Path | None = None  # standalone: a registry folder (else `sources` is given)
+    policies: Path | None = None  # standalone: a policy folder
     socket: Path = DEFAULT_SOCKET
     socket_group: int | None = None
     allow_uids: frozenset[int] | None = None  # None: root and our own user
     allow_gids: frozenset[int] | None = None  # None: the socket's group
-    http: str = "127.0.0.1:8181"  # "" disables the HTTP port
+    http: str = "127.0.0.1:8181"  # standalone only; "" disables the HTTP port
     issuer: str = ""  # default: http://<http address>
     audiences: tuple[str, ...] = ("manul",)
     leeway: int = 30
@@ -85,43 +93,50 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         return to_check_response(self.point.check_proto(request))
 
 
-def _split_addr(addr: str) -> tuple[str, int]:
-    """`HOST:PORT` (`[v6]:PORT`, or `:PORT` for 127.0.0.1) for --http."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"--http `{addr}`: expected HOST:PORT with a port from 0 to 65535 "
-                          "(or an empty value to disable the HTTP port)")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
 class DecisionServer:
     def __init__(self, config: ServerConfig, *, facts: NodeFacts | None = None,
                  tracer_provider: TracerProvider | None = None,
-                 jwks_fetch: Fetch | None = None) -> None:
+                 jwks_fetch: Fetch | None = None, sources: Sources | None = None,
+                 http: HttpServer | None = None, audit: AuditLog | None = None) -> None:
+        """`sources`, `http`, `audit`: the agent's own (not started or closed here);
+        without them they are built from `config` (standalone)."""
         self.config = config
-        self.sources = Sources(config.registry, config.policies)
+        if sources is None:
+            if config.registry is None or config.policies is None:
+                raise ConfigError("the decision point needs a registry folder and a policy "
+                                  "folder (--registry, --policies)")
+            sources = Sources(FileSource(config.registry), PolicyFolder(config.policies))
+        self.sources = sources
         self.keys = KeyRing(rotate_every=config.rotate_every,
                             keep_for=config.token_lifetime + config.leeway + 30,
                             path=config.key_file)
-        self.http: DecisionHTTP | None = None
-        if config.http:
-            host, port = _split_addr(config.http)
-            self.http = DecisionHTTP(host, port, jwks=self.keys.jwks, issuer="",
-                                     health=self.health_detail)
-        self.issuer = config.issuer or self._default_issuer()
+        self._own_http = http is None and bool(config.http)
+        try:
+            self.http = HttpServer(config.http) if self._own_http else http
+        except ConfigError as e:
+            raise ConfigError(f"--http `{config.http}`: expected HOST:PORT with a port from 0 "
+                              "to 65535 (or an empty value to disable the HTTP port)") from e
         if self.http is not None:
-            self.http.issuer = self.issuer
+            self.http.add_route(JWKS_PATH, lambda: (200, self.keys.jwks()))
+            self.http.add_route(DISCOVERY_PATH, self._discovery)
+            if self._own_http:
+                self.http.add_route("/healthz", self._healthz)
+                self.http.add_route("/readyz", self._healthz)
+        self.issuer = config.issuer  # default: the HTTP server's URL, known once it listens
         jwks = JWKSCache(jwks_fetch or HttpFetcher(ca_file=config.jwks_ca_file))
-        self.audit = AuditLog(config.audit_log) if config.audit_log else None
+        self._own_audit = audit is None and bool(config.audit_log)
+        self.audit = AuditLog(config.audit_log) if self._own_audit and config.audit_log \
+            else audit
         tracer = tracer_provider.get_tracer("manul.decision") if tracer_provider else None
+        self.minter = TokenMinter(self.keys, self.issuer, config.token_lifetime)
+        self.delegation = DelegationVerifier(self.keys, self.issuer,
+                                             trusted=config.trusted_issuers, jwks=jwks,
+                                             leeway=config.leeway)
         self.point = DecisionPoint(
             lambda: self.sources.snapshot,
             authenticator=Authenticator(jwks, audiences=config.audiences, leeway=config.leeway,
                                         jwt_metadata_key=config.jwt_metadata_key),
-            delegation=DelegationVerifier(self.keys, self.issuer,
-                                          trusted=config.trusted_issuers, jwks=jwks,
-                                          leeway=config.leeway),
-            minter=TokenMinter(self.keys, self.issuer, config.token_lifetime),
+            delegation=self.delegation, minter=self.minter,
             facts=facts, audit=self.audit, tracer=tracer)
         self._private = tempfile.mkdtemp(prefix=".manul-grpc-",
                                          dir=self._socket_parent())
@@ -149,12 +164,27 @@ class DecisionServer:
         return str(parent)
 
     def _default_issuer(self) -> str:
-        if self.http is None:
+        bound = self.http.bound if self.http is not None else None
+        if bound is None:
             return f"https://{socket.gethostname()}/manul"
-        host, _ = _split_addr(self.config.http)
-        if host in ("0.0.0.0", "::"):
+        host, port = bound
+        if host in ("0.0.0.0", "::", ""):
             host = socket.gethostname()
-        return f"http://{host}:{self.http.port}"
+        return f"http://{host}:{port}"
+
+    def _set_issuer(self) -> None:
+        """The issuer of minted tokens, and the one delegation tokens are checked against."""
+        if not self.config.issuer:
+            self.issuer = self._default_issuer()
+        self.minter.issuer = self.delegation.issuer = self.issuer
+
+    def _discovery(self) -> tuple[int, dict[str, Any]]:
+        return 200, {"issuer": self.issuer, "jwks_uri": self.issuer.rstrip("/") + JWKS_PATH,
+                     "id_token_signing_alg_values_supported": ["ES256"]}
+
+    def _healthz(self) -> tuple[int, dict[str, Any]]:
+        ok, detail = self.health_detail()
+        return (200 if ok else 503), detail
 
     def _rejected(self, cred: PeerCred) -> None:
         if self.audit is not None:
@@ -164,10 +194,11 @@ class DecisionServer:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> DecisionServer:
+        if self._own_http and self.http is not None:
+            self.http.start()
+        self._set_issuer()
         self._grpc.start()
         self.gate.start()
-        if self.http is not None:
-            self.http.start()
         self._set_health()
         self._maint.start()
         snap = self.sources.snapshot
@@ -180,12 +211,12 @@ class DecisionServer:
         self._stop.set()
         self.gate.stop()
         self._grpc.stop(grace).wait()
-        if self.http is not None:
+        if self._own_http and self.http is not None:
             self.http.stop()
         if self._maint.is_alive():
             self._maint.join(timeout=5)
         shutil.rmtree(self._private, ignore_errors=True)
-        if self.audit is not None:
+        if self._own_audit and self.audit is not None:
             self.audit.close()
 
     def __enter__(self) -> DecisionServer:
@@ -229,7 +260,8 @@ class DecisionServer:
         gate = self.gate
         return self.serving, {
             "serving": self.serving, "policies": len(snap.policies or ()),
-            "policy_error": snap.policy_error, "registry_error": self.sources.registry.last_error,
+            "policy_error": snap.policy_error, "policy_source": self.sources.policy_source.origin,
+            "registry_error": self.sources.registry.last_error,
             "callers": len(snap.registry.callers()), "snapshot": snap.version,
             "refused_peers": gate.rejected,
             "socket": {"accepting": gate.accepting,

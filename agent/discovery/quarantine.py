@@ -7,6 +7,13 @@ resolved) plus whatever the operator adds; everything else a quarantined
 cgroup connects to is refused with EPERM and reported. When the sandbox's
 own network enforcement is in force for a workload, quarantine is the
 coarser, earlier tool: it needs no policy.
+
+The pinned `quarantined` map is the one record of who is quarantined:
+discovery adds shadow agents to it, `manul quarantine add|release` edits it
+(the daemon need not run), and the daemon reads it back
+(`pinned_cgroups`) to tell the decision point which callers are
+quarantined (`context.quarantined`). A start that fails leaves nothing
+attached: what this start pinned is unpinned again.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, KernelError
 from agent.kernel import BpfObject, Map, RingBuffer, abi, attach_pinned
 from agent.kernel.fs import PIN_ROOT, cgroup2_root
+from agent.kernel.pins import pin_dir, remove_pinned
 
 log = logging.getLogger(__name__)
 PIN_NAME = "quarantine"
@@ -75,12 +83,20 @@ class Quarantine:
         self._rb: RingBuffer | None = None
 
     def start(self) -> dict[str, str]:
+        """Load (or adopt) the pinned programs; on any failure nothing this call
+        pinned stays attached, and a quarantine already in force is untouched."""
+        existed = pin_dir(PIN_NAME, self._root).exists()
         obj = BpfObject.open("quarantine")
         try:
             result = attach_pinned(obj, PIN_NAME, cgroup=cgroup2_root()[0], root=self._root)
             self._rb = RingBuffer(obj.map("quarantine_events"), obj.map("manul_errors"))
         except BaseException:
+            if self._rb is not None:
+                self._rb.close()
+                self._rb = None
             obj.close()
+            if not existed:
+                remove_pinned(PIN_NAME, self._root)  # detaches what attach_pinned pinned
             raise
         self._obj = obj
         return result.actions
@@ -115,15 +131,7 @@ class Quarantine:
                 m.delete(k)
 
     def allowed(self) -> list[str]:
-        out = []
-        for k in self._map("quarantine_allow").keys():  # noqa: SIM118 - a BPF map
-            key = abi.manul_addr_key.from_buffer_copy(k)
-            raw = bytes(key.addr)
-            if raw[:12] == bytes(10) + b"\xff\xff":
-                out.append(f"{ipaddress.IPv4Address(raw[12:])}/{key.prefixlen - 96}")
-            else:
-                out.append(f"{ipaddress.IPv6Address(raw)}/{key.prefixlen}")
-        return sorted(out)
+        return _describe(self._map("quarantine_allow"))
 
     def add(self, cgroup_id: int) -> None:
         self._map("quarantined").update(cgroup_id.to_bytes(8, "little"), 1)
@@ -152,3 +160,43 @@ class Quarantine:
             if on:
                 on(r)
         return out
+
+
+def pinned_cgroups(root: Path = PIN_ROOT) -> list[int] | None:
+    """The quarantined cgroup ids as pinned, without loading anything; None
+    when no quarantine was ever started on this node."""
+    path = pin_dir(PIN_NAME, root) / "maps" / "quarantined"
+    if not path.exists():
+        return None
+    try:
+        m = Map.from_pin(path)
+    except KernelError as e:
+        log.warning("cannot read the pinned quarantine: %s", e)
+        return None
+    try:
+        return sorted(int.from_bytes(k, "little") for k in m.keys())  # noqa: SIM118 - a BPF map
+    finally:
+        m.close()
+
+
+def describe_allowed(path: Path) -> list[str]:
+    """The pinned allow-list (`quarantine_allow` at `path`) as CIDRs."""
+    if not path.exists():
+        return []
+    m = Map.from_pin(path)
+    try:
+        return _describe(m)
+    finally:
+        m.close()
+
+
+def _describe(m: Map) -> list[str]:
+    out = []
+    for k in m.keys():  # noqa: SIM118 - a BPF map
+        key = abi.manul_addr_key.from_buffer_copy(k)
+        raw = bytes(key.addr)
+        if raw[:12] == bytes(10) + b"\xff\xff":
+            out.append(f"{ipaddress.IPv4Address(raw[12:])}/{key.prefixlen - 96}")
+        else:
+            out.append(f"{ipaddress.IPv6Address(raw)}/{key.prefixlen}")
+    return sorted(out)

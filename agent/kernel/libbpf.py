@@ -125,6 +125,8 @@ _fn("bpf_obj_pin", c_int, c_int, c_char_p)
 _fn("bpf_obj_get", c_int, c_char_p)
 _fn("bpf_obj_get_info_by_fd", c_int, c_int, c_void_p, POINTER(c_uint32))
 _fn("bpf_prog_get_fd_by_id", c_int, c_uint32)
+_fn("bpf_prog_query", c_int, c_int, c_int, c_uint32, POINTER(c_uint32), POINTER(c_uint32),
+    POINTER(c_uint32))
 _fn("libbpf_num_possible_cpus", c_int)
 
 _libc.vsnprintf.restype = c_int

@@ -43,6 +43,25 @@ def prog_id(prog_fd: int) -> int:
     return int(_info(prog_fd, "program").id)
 
 
+BPF_CGROUP_INET4_CONNECT = 10  # enum bpf_attach_type (uapi/linux/bpf.h)
+
+
+def cgroup_programs(cgroup: str | Path, attach_type: int) -> list[int]:
+    """Ids of the programs attached to `cgroup` at `attach_type` (BPF_PROG_QUERY):
+    what `bpftool cgroup show` lists, for tests and `manul doctor`."""
+    fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        ids = (ctypes.c_uint32 * 64)()
+        count = ctypes.c_uint32(64)
+        flags = ctypes.c_uint32(0)
+        L.check_rc(L.lib.bpf_prog_query(fd, attach_type, 0, ctypes.byref(flags), ids,
+                                        ctypes.byref(count)),
+                   f"cannot query the programs attached to `{cgroup}`")
+        return [int(ids[i]) for i in range(count.value)]
+    finally:
+        os.close(fd)
+
+
 class Link:
     """One attachment. `destroy()` detaches it unless it is pinned."""
 

@@ -80,9 +80,12 @@ class Meta:
 
 @dataclass(frozen=True, slots=True)
 class SandboxRef:
-    """Which Policy records sandbox an agent's workloads, and how."""
+    """An agent's workloads are sandboxed in the kernel, and how.
 
-    policies: tuple[str, ...]
+    The policies are the node's one policy set (the `--policies` folder, or
+    the Policy records), compiled for principal `Agent::"<key>"`.
+    """
+
     mode: SandboxMode = SandboxMode.ENFORCE
 
 
@@ -139,7 +142,12 @@ class MCPServer:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Cedar policy text (inline, or read from `file` by the host backend)."""
+    """Cedar policy text (inline, or read from `file` by the host backend).
+
+    All Policy records together are the policy set in cluster mode (and on a
+    host run without `--policies`): both the kernel sandboxes and the
+    decision point enforce them. `entities` adds sets and class nesting.
+    """
 
     meta: Meta
     cedar: str

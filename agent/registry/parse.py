@@ -181,10 +181,11 @@ def _agent(meta: Meta, s: _Fields) -> Agent:
     sandbox = None
     sb = s.sub("sandbox")
     if sb is not None:
-        sandbox = SandboxRef(policies=sb.texts("policies"),
-                             mode=sb.enum("mode", SandboxMode, SandboxMode.ENFORCE))
-        if not sandbox.policies:
-            raise sb.fail("policies", "name at least one Policy record")
+        if "policies" in sb.data:
+            raise sb.fail("policies", "is no longer read: every sandbox compiles from the one "
+                          "policy set (the `--policies` folder on a host, the Policy records in "
+                          "a cluster); a policy's principal scope says whom it applies to")
+        sandbox = SandboxRef(mode=sb.enum("mode", SandboxMode, SandboxMode.ENFORCE))
         sb.done()
     return Agent(
         meta=meta,

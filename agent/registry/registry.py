@@ -66,19 +66,7 @@ class Registry:
             mcp_servers=of("MCPServer"),  # type: ignore[arg-type]
             policies=of("Policy"),  # type: ignore[arg-type]
         )
-        reg._check_references()
         return reg
-
-    def _check_references(self) -> None:
-        names = {p.meta.key for p in self.policies} | {p.meta.name for p in self.policies}
-        for a in self.agents:
-            if a.sandbox is None:
-                continue
-            for p in a.sandbox.policies:
-                if p not in names:
-                    raise RegistryError(
-                        f"{a.meta.source}: spec.sandbox.policies: Agent `{a.meta.key}` "
-                        f"names Policy `{p}`, which is not in the registry")
 
     # -- lookups -----------------------------------------------------------
 

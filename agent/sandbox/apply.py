@@ -30,9 +30,10 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agent.errors import KernelError, WorkloadError
 from agent.kernel import abi, fs
@@ -59,11 +60,13 @@ _MEMBARRIER_CMD_GLOBAL = 1
 
 @dataclass(frozen=True)
 class PolicyInput:
-    """What the compiler gets: Cedar sources, entities, resolved host names."""
+    """What the compiler gets: Cedar sources, the entities file, resolved host
+    names, and the registry's entities (agents with their attributes)."""
 
     sources: tuple[PolicySource, ...]
     entities: EntitiesSource | None = None
     hosts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    registry: tuple[dict[str, Any], ...] = ()
 
     def digest(self, principal: str) -> str:
         h = hashlib.sha256()
@@ -72,8 +75,12 @@ class PolicyInput:
         if self.entities is not None:
             h.update(self.entities.text.encode())
         h.update(json.dumps({k: sorted(v) for k, v in sorted(self.hosts.items())}).encode())
+        h.update(json.dumps(self.registry, sort_keys=True).encode())
         h.update(principal.encode())
         return h.hexdigest()
+
+    def with_hosts(self, hosts: Mapping[str, tuple[str, ...]]) -> PolicyInput:
+        return PolicyInput(self.sources, self.entities, hosts, self.registry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +141,13 @@ class Applied:
 
 # -- compile ----------------------------------------------------------------------
 
-def compile_all(inputs: PolicyInput) -> Compilation:
-    """Every sandbox of the policies; PolicyError when they do not compile."""
+def compile_all(inputs: PolicyInput, only: Collection[str] | None = None) -> Compilation:
+    """Every sandbox of the policies (or those named in `only`); PolicyError
+    when they do not compile."""
     hosts = {k: list(v) for k, v in inputs.hosts.items()}
     try:
-        return compile_policies(list(inputs.sources), inputs.entities, resolved=hosts)
+        return compile_policies(list(inputs.sources), inputs.entities, resolved=hosts,
+                                registry=inputs.registry, only=only)
     except CompileError as e:
         diags = tuple(str(d) for d in e.diagnostics)
         raise PolicyError("the policies do not compile; nothing was changed", diags) from e
@@ -189,15 +198,13 @@ def compile_sandbox(inputs: PolicyInput, principal: str | None) -> CompiledSandb
     return select(compile_all(inputs), principal)
 
 
-def compile_resolving(sources: Sequence[PolicySource], entities: EntitiesSource | None,
-                      principal: str | None, cache: HostCache
+def compile_resolving(inputs: PolicyInput, principal: str | None, cache: HostCache
                       ) -> tuple[PolicyInput, CompiledSandbox]:
     """Compile once to learn the host names the policies need, resolve them
     (through `cache`), and compile again with their addresses."""
-    inputs = PolicyInput(tuple(sources), entities, {})
     comp = compile_all(inputs)
     if comp.hosts:
-        inputs = PolicyInput(tuple(sources), entities, cache.resolve(comp.hosts))
+        inputs = inputs.with_hosts(cache.resolve(comp.hosts))
         comp = compile_all(inputs)
     return inputs, select(comp, principal)
 

@@ -10,27 +10,32 @@ modes. Only the topmost matching cgroup of a subtree is bound: the hooks
 look up ancestors, so the cgroups below (containers of a pod, a unit's
 children) are covered, including ones created later.
 
-The principal is `Agent::"<namespace/name>"` (the decision point's), a
-member of the record's classes; its entity is added to the entities the
-policies bring, so class-scoped policies apply. Callers: `service.py`, the
-CLI (`--workload`).
+The policies are the node's one policy set (`agent.registry.policyset`),
+compiled for principal `Agent::"<namespace/name>"` (the decision point's).
+The registry's entities (the one builder) come along, cut to what the
+agent's sandbox can reach: the agent with its attributes and classes, and
+every entity the policies name (`kernel_entities`), so a registry change
+elsewhere does not recompile every sandbox. Callers: `service.py`, the CLI
+(`--workload`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from agent.errors import WorkloadError
 from agent.registry import Agent, Registry
-from agent.sandbox.apply import CgroupRef
+from agent.registry.entities import registry_entities
+from agent.registry.policyset import PolicySet
+from agent.sandbox.apply import CgroupRef, PolicyInput
 from agent.sandbox.errors import PolicyError, SandboxError, TargetError
 from agent.workloads import WorkloadResolver
 from agent.workloads.cgtree import walk
-from compiler import EntitiesSource, PolicySource
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +48,7 @@ class Assignment:
     agent: Agent
     principal: str
     mode: str
-    sources: tuple[PolicySource, ...]
-    entities: EntitiesSource
+    inputs: PolicyInput
     cgroups: tuple[CgroupRef, ...]
 
 
@@ -56,43 +60,47 @@ def target_of(agent: Agent) -> str:
     return f"agent:{agent.meta.key}"
 
 
-def policy_sources(registry: Registry, agent: Agent) -> tuple[tuple[PolicySource, ...],
-                                                              EntitiesSource]:
-    """The Cedar sources an agent's sandbox names, and their entities plus the agent's own."""
-    if agent.sandbox is None:
-        raise PolicyError(f"Agent `{agent.meta.key}` has no `spec.sandbox`")
-    sources: list[PolicySource] = []
-    entities: list[Any] = []
-    for name in agent.sandbox.policies:
-        p = registry.policy(name)
-        if p is None:
-            raise PolicyError(f"Agent `{agent.meta.key}`: Policy `{name}` is not in the registry")
-        sources.append(PolicySource(p.meta.source or p.meta.key, p.cedar))
-        if p.entities.strip():
+_LITERAL = re.compile(r'\b([A-Z]\w*)::"((?:[^"\\]|\\.)*)"')
+
+
+def kernel_entities(registry: Registry, agent: Agent,
+                    policies: PolicySet) -> tuple[dict[str, Any], ...]:
+    """The registry entities `agent`'s sandbox can read: the agent itself and
+    every entity the policies name, with what those reach through parents
+    and attribute references. Exact for the kernel: a policy can only reach
+    an entity from the principal or from a literal."""
+    every = {(e["uid"]["type"], e["uid"]["id"]): e for e in registry_entities(registry)}
+    roots: list[tuple[str, str]] = [("Agent", agent.meta.key)]
+    for s in policies.sources:
+        for m in _LITERAL.finditer(s.text):
             try:
-                more = json.loads(p.entities)
-            except ValueError as e:
-                raise PolicyError(f"Policy `{name}`: `entities` is not JSON: {e}") from e
-            if not isinstance(more, list):
-                raise PolicyError(f"Policy `{name}`: `entities` must be a JSON array")
-            entities.extend(more)
-    return tuple(sources), EntitiesSource(f"agent:{agent.meta.key}",
-                                          json.dumps(with_agent(entities, agent)))
+                roots.append((m.group(1), json.loads(f'"{m.group(2)}"')))
+            except ValueError:
+                continue
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    todo = [r for r in roots if r in every]
+    while todo:
+        uid = todo.pop()
+        if uid in seen:
+            continue
+        e = seen[uid] = every[uid]
+        for p in e["parents"]:
+            todo.append((p["type"], p["id"]))
+        for v in e["attrs"].values():
+            ref = v.get("__entity") if isinstance(v, dict) else None
+            if isinstance(ref, dict):
+                todo.append((ref["type"], ref["id"]))
+        todo = [u for u in todo if u in every]
+    return tuple(seen[u] for u in sorted(seen))
 
 
-def with_agent(entities: list[Any], agent: Agent) -> list[Any]:
-    """`entities` plus the agent's entity (a member of its classes) and those classes."""
-    uid = {"type": "Agent", "id": agent.meta.key}
-    have = {(e["uid"]["type"], e["uid"]["id"]) for e in entities
-            if isinstance(e, dict) and isinstance(e.get("uid"), dict)}
-    out = list(entities)
-    for c in agent.classes:
-        if ("AgentClass", c) not in have:
-            out.append({"uid": {"type": "AgentClass", "id": c}, "attrs": {}, "parents": []})
-    if ("Agent", agent.meta.key) not in have:
-        out.append({"uid": uid, "attrs": {},
-                    "parents": [{"type": "AgentClass", "id": c} for c in agent.classes]})
-    return out
+def agent_inputs(registry: Registry, agent: Agent, policies: PolicySet) -> PolicyInput:
+    """What the compiler gets for `agent`'s sandbox (no host addresses yet)."""
+    if not len(policies):
+        raise PolicyError(f"Agent `{agent.meta.key}`: the {policies.origin} holds no policies, "
+                          "and a sandbox without policies denies everything")
+    return PolicyInput(policies.sources, policies.entities, {},
+                       kernel_entities(registry, agent, policies))
 
 
 def agent_cgroups(registry: Registry, resolver: WorkloadResolver,
@@ -129,10 +137,10 @@ def agent_cgroups(registry: Registry, resolver: WorkloadResolver,
     return out
 
 
-def assignments(registry: Registry, resolver: WorkloadResolver,
+def assignments(registry: Registry, resolver: WorkloadResolver, policies: PolicySet,
                 cgroups: Iterable[tuple[int, str]] | None = None) -> tuple[list[Assignment],
                                                                            dict[str, str]]:
-    """What should be enforced now, and per agent why it cannot be (bad policy refs)."""
+    """What should be enforced now, and per agent why it cannot be."""
     found = agent_cgroups(registry, resolver, cgroups)
     out: list[Assignment] = []
     problems: dict[str, str] = {}
@@ -141,10 +149,10 @@ def assignments(registry: Registry, resolver: WorkloadResolver,
         if agent.sandbox is None or not refs:
             continue
         try:
-            sources, entities = policy_sources(registry, agent)
+            inputs = agent_inputs(registry, agent, policies)
         except SandboxError as e:
             problems[target_of(agent)] = str(e)
             continue
         out.append(Assignment(target_of(agent), agent, principal_of(agent),
-                              agent.sandbox.mode.value, sources, entities, tuple(refs)))
+                              agent.sandbox.mode.value, inputs, tuple(refs)))
     return out, problems

@@ -1,19 +1,23 @@
 """SandboxService: what the daemon runs to enforce registry sandboxes.
 
-    svc = SandboxService(daemon.registry, daemon.resolver, daemon.audit)
+    svc = SandboxService(daemon.registry, daemon.resolver, daemon.audit,
+                         policies=daemon.policy_set)
     svc.start()            # load or adopt the pinned programs and state
     while running:
         svc.poll(0.5)      # reconcile (every `interval`), drain the audit trail
     svc.close()            # stop managing; enforcement stays pinned
 
 `reconcile` compares what the registry wants (`assign.assignments`: every
-sandboxed Agent's workloads) with what is pinned, and for each agent whose
-inputs changed (policies, entities, mode, resolved host addresses, or its
-set of cgroups) applies a new generation (`apply.apply_sandbox`); cgroups
+sandboxed Agent's workloads, compiled from the node's one policy set) with
+what is pinned, and for each agent whose inputs changed (policies, entities,
+the agent's registry attributes, mode, resolved host addresses, or its set
+of cgroups) applies a new generation (`apply.apply_sandbox`); cgroups
 no longer the agent's are unbound. Only bindings this service made (target
 `agent:<key>`) are touched: `manul sandbox apply` bindings stay. A bad
 policy or a full map leaves that agent's previous generation in force and
-is reported in `errors` and the log. Host names are re-resolved when their
+is reported in `errors` and the log; so is a policy set that cannot be
+read, which leaves every agent's generation in force. Host names are
+re-resolved when their
 TTL expires (`hosts.HostCache`); new addresses mean a new digest and so a
 new generation.
 """
@@ -29,10 +33,10 @@ from pathlib import Path
 from agent.errors import ManulError
 from agent.kernel.fs import PIN_ROOT
 from agent.registry import Registry
+from agent.registry.policyset import PolicySetSource
 from agent.sandbox import maps as M
 from agent.sandbox.apply import (
     Applied,
-    PolicyInput,
     apply_sandbox,
     compile_all,
     drop_stale,
@@ -61,12 +65,14 @@ class Change:
 
 class SandboxService:
     def __init__(self, registry: Callable[[], Registry], resolver: WorkloadResolver,
-                 audit: AuditLog | None = None, *, root: Path = PIN_ROOT,
+                 audit: AuditLog | None = None, *, policies: PolicySetSource,
+                 root: Path = PIN_ROOT,
                  host_resolver: Resolver = system_resolver, lsm: bool | None = None,
                  interval: float = 2.0,
                  on_decision: Callable[[Decision], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
+        self.policies = policies
         self.resolver = resolver
         self.audit = audit
         self.root = root
@@ -117,7 +123,13 @@ class SandboxService:
 
     def reconcile(self) -> list[Change]:
         maps = self._maps()
-        want, problems = assignments(self.registry(), self.resolver)
+        try:
+            policy_set = self.policies.load()
+        except ManulError as e:  # unreadable: every generation in force stays
+            self.errors = {"policies": str(e)}
+            log.error("sandbox: the policy set cannot be read, nothing changes: %s", e)
+            return [Change("policies", "failed", str(e))]
+        want, problems = assignments(self.registry(), self.resolver, policy_set)
         changes = [Change(t, "failed", why) for t, why in problems.items()]
         self.errors = dict(problems)
         with locked(self.root):
@@ -151,13 +163,15 @@ class SandboxService:
 
     def _converge(self, maps: SandboxMaps, a: Assignment, bindings: dict[int, M.Binding],
                   meta: dict[int, M.Meta]) -> Change | None:
-        src_key = PolicyInput(a.sources, a.entities).digest(a.principal)
+        src_key = a.inputs.digest(a.principal)
         hosts = self._hosts_of.get(src_key)
         if hosts is None:  # the names these policies need: compile once to learn them
-            hosts = compile_all(PolicyInput(a.sources, a.entities)).hosts
+            hosts = compile_all(a.inputs, only={a.principal}).hosts
+            if len(self._hosts_of) > 1024:  # old inputs' names: forget them all
+                self._hosts_of.clear()
             self._hosts_of[src_key] = hosts
         # Expired names are re-resolved here; new addresses give a new digest.
-        inputs = PolicyInput(a.sources, a.entities, self.hosts.resolve(hosts))
+        inputs = a.inputs.with_hosts(self.hosts.resolve(hosts))
         digest = inputs.digest(f"{a.principal}|{a.mode}")
         mine = {cg: b for cg, b in bindings.items() if b.target == a.target}
         current = {b.sandbox_id for b in mine.values()}
@@ -175,7 +189,7 @@ class SandboxService:
                     M.bind(maps, M.Binding(r.id, sid, flags, r.level, r.path, a.target, stamp))
                 return Change(a.target, "rebound",
                               f"{len(new)} new cgroups on generation {m.generation}")
-        sandbox = select(compile_all(inputs), a.principal)
+        sandbox = select(compile_all(inputs, only={a.principal}), a.principal)
         res: Applied = apply_sandbox(maps, sandbox, target=a.target, cgroups=a.cgroups,
                                      mode=a.mode, digest=digest)
         self.errors.pop(a.target, None)

@@ -1,8 +1,11 @@
-"""The agent's HTTP endpoint: /metrics (Prometheus), /healthz, and JSON views.
+"""The agent's one HTTP server: /metrics (Prometheus), /healthz, and JSON views.
 
 A small threaded server on a configurable address (default
 127.0.0.1:9464). Feature packages register extra JSON routes (discovery's
-`/inventory`, the decision point's `/jwks.json`) with `add_route`.
+`/inventory`, the decision point's `/.well-known/jwks.json` and OIDC
+discovery document) with `add_route`. Everything here is public by nature
+(counters, public keys); nothing is written. It runs on its own threads, so
+a slow scraper never delays a decision.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ Route = Callable[[], tuple[int, Any]]  # -> (status, JSON-able body)
 
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # a port from 0 to 65535
         raise ConfigError(f"`{text}` is not HOST:PORT (e.g. `127.0.0.1:9464`)")
     return host.strip("[]") or "0.0.0.0", int(port)
 
@@ -38,6 +41,14 @@ class HttpServer:
 
     def add_route(self, path: str, route: Route) -> None:
         self.routes[path] = route
+
+    @property
+    def bound(self) -> tuple[str, int] | None:
+        """The address it listens on (the port chosen for `:0`), once started."""
+        if self._server is None:
+            return None
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
 
     def start(self) -> tuple[str, int]:
         routes = self.routes

@@ -314,3 +314,33 @@ def test_discover_json_reports_handshakes_and_kernel_counters(
     assert tls["ringbuf"] == "tls_events" and tls["delivered"] >= 1
     assert tls["ringbuf_full"] == 0
     assert any(w["providers"] for w in doc["workloads"]), doc["workloads"]
+
+
+def test_a_quarantine_that_fails_to_start_leaves_nothing_attached(
+        pin_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The programs are attached before the ring buffer opens: if that (or
+    anything after the attach) fails, what this start pinned is unpinned, so
+    no quarantine is left in force that nobody manages."""
+    import agent.discovery.quarantine as quarantine_mod
+    from agent.errors import KernelError
+    from agent.kernel.fs import cgroup2_root
+    from agent.kernel.links import BPF_CGROUP_INET4_CONNECT, cgroup_programs
+
+    root = cgroup2_root()[0]
+    before = cgroup_programs(root, BPF_CGROUP_INET4_CONNECT)
+    # positive control: a start that succeeds attaches one more program
+    q = Quarantine(root=pin_root)
+    q.start()
+    assert len(cgroup_programs(root, BPF_CGROUP_INET4_CONNECT)) == len(before) + 1
+    q.close()
+    shutil.rmtree(pin_root)
+    assert cgroup_programs(root, BPF_CGROUP_INET4_CONNECT) == before
+
+    def broken(*args: object) -> None:
+        raise KernelError("the ring buffer cannot be opened (test)")
+
+    monkeypatch.setattr(quarantine_mod, "RingBuffer", broken)
+    with pytest.raises(KernelError, match="test"):
+        Quarantine(root=pin_root).start()
+    assert not (pin_root / quarantine_mod.PIN_NAME).exists()
+    assert cgroup_programs(root, BPF_CGROUP_INET4_CONNECT) == before

@@ -88,7 +88,7 @@ def test_healthz_answers_for_the_embedded_decision_point(tmp_path: Path) -> None
     from agent.daemon import Daemon, DaemonConfig
 
     d = Daemon(DaemonConfig(registry=ROOT / "examples" / "registry", listen="", sandbox=False,
-                            policies=ROOT / "examples" / "policies" / "gateway",
+                            policies=ROOT / "examples" / "policies",
                             authz_socket=tmp_path / "authz.sock"))
     assert d.authz is not None
     d.authz.start()

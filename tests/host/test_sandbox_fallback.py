@@ -278,19 +278,21 @@ def test_cli_apply_status_remove(make_cgroup: Any, pin_root: Path, tmp_path: Pat
     cg = make_cgroup()
     hosts = tmp_path / "hosts.json"
     hosts.write_text(json.dumps({"api.openai.com": ["127.0.0.2"]}))
+    analyst = 'Agent::"finance/analyst"'  # from the registry, with its attributes
     with worker(cg) as w:
         r = _manul(pin_root, "apply", "examples/policies/data-analyst.cedar",
                    "--entities", "examples/policies/entities.json", "--hosts", str(hosts),
-                   "--principal", ANALYST, "--cgroup", str(cg.path), "--json")
+                   "--registry", "examples/registry",
+                   "--principal", analyst, "--cgroup", str(cg.path), "--json")
         assert r.returncode == 0, r.stderr
         applied = json.loads(r.stdout)
-        assert applied["sandbox"] == ANALYST and applied["mechanism"] == "fallback"
+        assert applied["sandbox"] == analyst and applied["mechanism"] == "fallback"
         assert applied["cgroups"] == [{"path": "/" + cg.path.name, "id": cg.id}]
         assert connect(w, "127.0.0.3") == REFUSED
         assert connect(w, "127.0.0.2") == 0
         st = json.loads(_manul(pin_root, "status", "--json").stdout)
         assert [(b["cgroup_id"], b["sandbox"], b["mode"]) for b in st["bindings"]] == [
-            (cg.id, ANALYST, "enforce")]
+            (cg.id, analyst, "enforce")]
         assert st["degraded"] == ["readFile", "writeFile", "exec", "loadLibrary",
                                   "openRawSocket", "confinement"]
         text = _manul(pin_root, "status").stdout

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from agent.registry import Registry, load_directory
+from agent.registry.policyset import PolicyRecords
 from agent.sandbox.hosts import HostCache, static_resolver
 from agent.sandbox.service import SandboxService
 from agent.telemetry.audit import AuditLog
@@ -118,6 +119,7 @@ def test_service_follows_registry_and_dns(make_cgroup: Any, pin_root: Path,
     audit = AuditLog(audit_path, node="test")
     resolver = WorkloadResolver()
     svc = SandboxService(lambda: registry["now"], resolver, audit, root=pin_root,
+                         policies=PolicyRecords(lambda: registry["now"]),
                          host_resolver=dns, clock=clock)
     try:
         with worker(cg) as w, worker(other) as o:
@@ -193,6 +195,7 @@ def test_kill_9_keeps_enforcement_and_restart_adopts(make_cgroup: Any, pin_root:
         assert connect(w, "127.0.0.2") == 0
         registry = load_directory(reg_dir)
         svc = SandboxService(lambda: registry, WorkloadResolver(), None, root=pin_root,
+                             policies=PolicyRecords(lambda: registry),
                              host_resolver=static_resolver(LOOPBACK_HOSTS))
         try:
             adopted = svc.start().to_json()
@@ -205,7 +208,8 @@ def test_kill_9_keeps_enforcement_and_restart_adopts(make_cgroup: Any, pin_root:
 
 
 def test_cli_workload(make_cgroup: Any, pin_root: Path, tmp_path: Path) -> None:
-    """`manul sandbox apply --workload`: the Agent's own policies, on its cgroups."""
+    """`manul sandbox apply --workload`: the registry's Policy records (no PATHS), compiled
+    for the Agent, on its cgroups."""
     cg = make_cgroup()
     reg_dir = registry_dir(tmp_path, cg)
     hosts = tmp_path / "hosts.json"

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from agent.registry.policyset import PolicyRecords
 from agent.sandbox import SandboxMaps, apply_sandbox, compile_sandbox, ensure_loaded, locked
 from agent.sandbox.apply import CgroupRef, compile_all
 from agent.sandbox.events import AuditTrail, Decision
@@ -281,6 +282,7 @@ def test_kill_9_leaves_enforcement_and_a_restart_reports_the_same(
         # a restarted agent adopts the pinned state and reports the same
         registry = load_directory(reg)
         svc = SandboxService(lambda: registry, WorkloadResolver(), None, root=pin_root,
+                             policies=PolicyRecords(lambda: registry),
                              host_resolver=static_resolver(LOOPBACK_HOSTS))
         adopted = svc.start().to_json()
         try:

@@ -12,14 +12,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cedar_oracle import Case
+from cedar_oracle import Case, agent_attrs
+
+from agent.registry import load_directory
+from agent.registry.entities import registry_entities
+from compiler.entities import merge_entities
 
 CORPUS = Path(__file__).parent / "corpus"
 EXAMPLES = Path(__file__).parents[3] / "examples" / "policies"
+REGISTRY = Path(__file__).parents[3] / "examples" / "registry"
 
 
-def ent(t: str, i: str, *parents: tuple[str, str]) -> dict[str, Any]:
-    attrs = {"path": i} if t in ("FilePath", "Executable") else {}
+def ent(t: str, i: str, *parents: tuple[str, str], **attrs: Any) -> dict[str, Any]:
+    """An entity; an Agent gets the registry's attributes (`team=`, `risk=`, ...)."""
+    if t in ("FilePath", "Executable"):
+        attrs = {"path": i}
+    elif t == "Agent":
+        attrs = agent_attrs(i, **attrs)
     return {
         "uid": {"type": t, "id": i},
         "attrs": attrs,
@@ -38,6 +47,14 @@ BASE = [
     ent("Agent", "sam", ("AgentClass", "senior-analyst")),
     ent("Agent", "cody", CODER),
     ent("Agent", "orphan"),
+]
+# Agents that differ in every attribute the principal-attributes case reads.
+PEOPLE = [
+    *BASE[:4],
+    ent("Agent", "fin-lo", ANALYST, team="finance", risk="low", capabilities=("reports",)),
+    ent("Agent", "fin-hi", ANALYST, team="finance", risk="critical"),
+    ent("Agent", "ops", CODER, team="platform", risk="high", capabilities=("deploy",)),
+    ent("Agent", "nobody", team="", risk="medium"),
 ]
 NET = [
     ent("DestinationSet", "approved-llm"),
@@ -124,11 +141,18 @@ CASES: list[Case] = [
         {"a.example": ["198.51.100.7", "198.51.100.8"], "b.example": ["198.51.100.8"]},
         exact=False,
     ),
-    # The shipped examples, all files as one policy set.
+    case("principal-attributes", PEOPLE + NET, RESOLVED, exact=False),
+    # The shipped folder, every file (kernel and gateway policies) as one
+    # policy set, with the example registry's agents (the one builder).
     Case(
         "examples",
-        "\n".join(f.read_text("utf-8") for f in sorted(EXAMPLES.glob("*.cedar"))),
-        json.loads((EXAMPLES / "entities.json").read_text("utf-8")),
+        "\n".join(f.read_text("utf-8") for f in sorted(EXAMPLES.rglob("*.cedar"))),
+        merge_entities(
+            registry_entities(load_directory(REGISTRY)),
+            "entities.json",
+            (EXAMPLES / "entities.json").read_text("utf-8"),
+        ),
         json.loads((EXAMPLES / "hosts.json").read_text("utf-8")),
+        exact=False,  # class sandboxes approximate the policies on principal attributes
     ),
 ]

@@ -9,17 +9,24 @@ from compiler.parse import parse_sources
 from compiler.source import WILDCARD, SourceText, decode_string
 
 
-def test_positional_ids_follow_cedar_across_files() -> None:
+def test_ids_are_annotations_else_file_and_line() -> None:
+    """One id rule for both layers; Cedar's positional ids are kept beside."""
     a = 'permit(principal, action, resource);\n@id("named") forbid(principal, action, resource);\n'
     b = "// comment; with a semicolon\npermit(principal, action, resource);"
     parsed = parse_sources([PolicySource("a.cedar", a), PolicySource("b.cedar", b)])
-    assert [(p.pid, p.cedar_id) for p in parsed.policies] == [
-        ("policy0", "policy0"),
-        ("named", "policy1"),
-        ("policy2", "policy2"),
+    assert [(p.pid, p.cedar_id, p.local_index) for p in parsed.policies] == [
+        ("a.cedar:1", "policy0", 0),
+        ("named", "policy1", 1),
+        ("b.cedar:2", "policy2", 0),
     ]
     assert cedarpy.policies_to_json_str(parsed.text).count('"effect"') == 3
     assert parsed.policies[2].location == Location("b.cedar", 2, 1)
+
+
+def test_two_policies_on_one_line_get_columns() -> None:
+    text = "permit(principal, action, resource); forbid(principal, action, resource);\n"
+    parsed = parse_sources([PolicySource("x.cedar", text)])
+    assert [p.pid for p in parsed.policies] == ["x.cedar:1:1", "x.cedar:1:38"]
 
 
 def test_statements_skip_strings_and_comments() -> None:

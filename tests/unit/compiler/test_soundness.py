@@ -16,6 +16,7 @@ import json
 
 import cedarpy
 import pytest
+from cedar_oracle import agent_attrs
 
 from compiler import EntitiesSource, PolicySource, compile_policies, layout
 from compiler.evaluate import SandboxEvaluator
@@ -37,7 +38,8 @@ POLICIES = f"""
                    resource == SocketKind::"raw");
 @id("no-raw-b") forbid (principal == Agent::"b", action == Action::"openRawSocket", resource);
 """
-ENTITIES = [{"uid": {"type": "Agent", "id": i}, "attrs": {}, "parents": []} for i in "ab"]
+ENTITIES = [{"uid": {"type": "Agent", "id": i}, "attrs": agent_attrs(i), "parents": []}
+            for i in "ab"]
 PATHS = ["/ws/x", "/ws/bin/x", "/ws/.git/x", "/ro/x", "/ws/secret", "/other", "/ws/d/y"]
 
 
@@ -52,7 +54,7 @@ def cedar(principal: str, action: str, rtype: str, rid: str, attrs: dict[str, ob
     ents = [*ENTITIES, {"uid": {"type": rtype, "id": rid}, "attrs": attrs, "parents": []}]
     req = {"principal": principal, "action": f'Action::"{action}"',
            "resource": f'{rtype}::"{rid}"', "context": {}}
-    r = cedarpy.is_authorized(req, POLICIES, json.dumps(ents), schema=load_schema().text)
+    r = cedarpy.is_authorized(req, POLICIES, json.dumps(ents), schema=load_schema().cedar)
     return r.allowed
 
 

@@ -25,7 +25,7 @@ from agent.decision.server import DecisionServer, ServerConfig
 from agent.telemetry.tracing import make_provider
 
 ROOT = Path(__file__).parents[3]
-EXAMPLE_POLICIES = ROOT / "examples" / "policies" / "gateway"
+EXAMPLE_POLICIES = ROOT / "examples" / "policies"  # the one folder: kernel and gateway
 K8S_ISSUER = "https://kubernetes.default.svc.cluster.local"
 IDP_ISSUER = "https://idp.example.com"
 ANALYST = "spiffe://cluster.local/ns/finance/sa/analyst"

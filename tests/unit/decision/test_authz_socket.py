@@ -42,16 +42,21 @@ def test_mcp_tool_allowed_by_attribute_policy(running: Running) -> None:
 
 
 def test_mcp_tool_denied_by_risk_level(running: Running) -> None:
-    # `risky` is in finance-agents, but its risk level is high: no permit applies
+    # `risky` is in finance-agents, but its risk level is high: no permit applies, and
+    # the folder's `high-risk-no-risky-tools` (a high-risk server) forbids it outright
     r = running.ask(mcp_call("get_balance", spiffe="spiffe://cluster.local/ns/finance/sa/risky"))
     assert not r["allowed"] and r["status"] == 403
     assert r["headers"]["content-type"] == "application/json"
     assert r["body"]["decision"] == "deny"
-    assert "no policy permits" in r["body"]["reason"]
-    # the request in Cedar's own syntax, not Python's representation of it
-    assert ('Agent::"finance/risky" -> Action::"invokeTool" -> '
-            'Tool::"finance/finance-tools/get_balance"') in r["body"]["reason"], r["body"]
+    assert r["body"]["policies"] == ["high-risk-no-risky-tools"]
+    assert "forbidden by `high-risk-no-risky-tools`" in r["body"]["reason"]
     assert r["grpc_status"] == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    # a medium-risk agent outside finance-agents: nothing permits it, nothing forbids it
+    r = running.ask(mcp_call("get_balance", spiffe="spiffe://cluster.local/ns/a2a/sa/a1"))
+    assert not r["allowed"] and "no policy permits" in r["body"]["reason"]
+    # the request in Cedar's own syntax, not Python's representation of it
+    assert ('Agent::"a2a/a1" -> Action::"invokeTool" -> '
+            'Tool::"finance/finance-tools/get_balance"') in r["body"]["reason"], r["body"]
 
 
 def test_payments_need_low_risk(running: Running) -> None:

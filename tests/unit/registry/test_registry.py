@@ -61,7 +61,8 @@ def _write(tmp: Path, body: str) -> Path:
         ("apiVersion: manul.dev/v1alpha1\nkind: Agent\nmetadata: {name: a}\n"
          "spec: {authentication: password}\n", "spec.authentication: `password`"),
         ("apiVersion: manul.dev/v1alpha1\nkind: Agent\nmetadata: {name: a}\n"
-         "spec: {sandbox: {policies: [nope]}}\n", "names Policy `nope`"),
+         "spec: {sandbox: {policies: [nope]}}\n",
+         "spec.sandbox.policies: is no longer read: every sandbox compiles from the one "),
         ("apiVersion: manul.dev/v1alpha1\nkind: LLMProvider\nmetadata: {name: a}\n"
          "spec: {hosts: ['api.*.com']}\n", "leading `*.`"),
         ("a: [\n", "invalid YAML"),
