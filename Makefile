@@ -14,6 +14,7 @@ BPF_HDR := $(wildcard bpf/include/*.h bpf/lib/*.h)
 BPF_CFLAGS := -O2 -g -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 	-Wno-unused-function -Ibpf/include -Ibpf/lib -mcpu=v3
 REGISTRY ?= examples/registry
+POLICIES ?= examples/policies
 
 .PHONY: all deps test-deps bpf run test lint unit host kernel bench vmlinux clean
 
@@ -37,7 +38,7 @@ build/bpf/tests/%.bpf.o: tests/bpf/%.bpf.c $(BPF_HDR)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 run: bpf
-	$(VENV)/bin/manul run --registry $(REGISTRY)
+	$(VENV)/bin/manul run --registry $(REGISTRY) --policies $(POLICIES)
 
 lint: deps
 	$(VENV)/bin/ruff check agent compiler tests bench

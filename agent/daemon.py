@@ -75,11 +75,13 @@ class DaemonConfig:
     policies: Path | None = None
     authz_socket: Path = DEFAULT_SOCKET
     pin_root: Path = PIN_ROOT  # bpffs directory of the pinned state (sandbox, quarantine)
+    authz: bool = True  # False: never serve ext_authz
 
     @property
     def decision_point(self) -> bool:
-        """Serve ext_authz: with a policy folder, and always in cluster mode."""
-        return self.policies is not None or self.kubernetes
+        """Serve ext_authz: with a policy folder, and in cluster mode (its Policy
+        records), unless turned off."""
+        return self.authz and (self.policies is not None or self.kubernetes)
 
 
 class Daemon:

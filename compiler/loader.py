@@ -12,6 +12,7 @@ the actions its scope admits, the kernel's own limits, and the layer split
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,8 +45,16 @@ def load_policies(sources: Sequence[PolicySource], *, validate: bool = True) -> 
     """Parse, validate and classify; raise a `CompileError` subclass on any error.
 
     `validate=False` skips the schema and kernel-limit checks (tests that
-    feed ill-typed policies to the decision point on purpose).
+    feed ill-typed policies to the decision point on purpose). A set is
+    loaded once: the result (immutable) is kept for the last few sets, so
+    the decision point and every sandbox compiled from the same set share
+    one load.
     """
+    return _load(tuple(sources), validate)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(sources: tuple[PolicySource, ...], validate: bool) -> LoadedPolicies:
     schema = load_schema()
     parsed = parse_sources(sources)
     policies = [build_policy(p, schema) for p in parsed.policies]

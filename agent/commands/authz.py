@@ -63,7 +63,8 @@ def authz() -> None:
 @click.option("--registry", type=click.Path(path_type=Path, file_okay=False, exists=True),
               required=True, help="Folder of registry YAML (agents, servers, providers).")
 @click.option("--policies", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder of gateway .cedar policies (validated against the schema).")
+              help="The policy folder (.cedar files and entities.json; the gateway part is "
+                   "served, kernel-only policies never match).")
 @click.option("--socket-group", default=None, help="Group owning the socket (name or gid).")
 @click.option("--allow-uid", multiple=True, help="Peer uid allowed to connect (repeatable; "
               "default: root and this user).")
@@ -111,7 +112,7 @@ def serve(socket_path: Path, registry: Path, policies: Path, socket_group: str |
     \b
     Example:
       manul authz serve --socket /run/manul/authz.sock \\
-          --registry examples/registry --policies examples/policies/gateway
+          --registry examples/registry --policies examples/policies
     """
     config = ServerConfig(
         registry=registry, policies=policies, socket=socket_path,

@@ -133,7 +133,7 @@ def check(socket_path: Path, local: bool, registry: Path | None, policies: Path 
       manul check --spiffe spiffe://cluster.local/ns/finance/sa/analyst \\
           --url http://finance-tools.finance.svc:8080/mcp --tool get_balance
       manul check --local --registry examples/registry \\
-          --policies examples/policies/gateway -f request.json
+          --policies examples/policies -f request.json
     """
     spec = _spec(file, **flags)
     con = Console()

@@ -33,12 +33,15 @@ from agent.kernel.fs import PIN_ROOT
                                       "and in cluster mode).")
 @click.option("--no-sandbox", is_flag=True,
               help="Do not enforce the registry's sandboxes (Agent spec.sandbox).")
+@click.option("--no-authz", is_flag=True,
+              help="Do not answer Envoy ext_authz (the policy set is still enforced in "
+                   "the kernel).")
 @click.option("--pin-root", type=click.Path(path_type=Path), default=PIN_ROOT, hidden=True,
               envvar="MANUL_PIN_ROOT", help="bpffs directory of the pinned state.")
 @agent_options
 def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, node: str,
         pods_file: Path | None, trust_domain: str, policies: Path | None, authz_socket: Path,
-        no_sandbox: bool, pin_root: Path,
+        no_sandbox: bool, no_authz: bool, pin_root: Path,
         quarantine_shadow: bool, allow: tuple[str, ...]) -> None:
     """Run Manul's node agent in the foreground until Ctrl-C.
 
@@ -58,6 +61,7 @@ def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, no
                                      node=node, pods_file=pods_file,
                                      trust_domain=trust_domain, policies=policies,
                                      sandbox=not no_sandbox, pin_root=pin_root,
+                                     authz=not no_authz,
                                      authz_socket=authz_socket),
                         on_observation=lambda o: _print(con, o))
     except ManulError as e:

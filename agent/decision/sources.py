@@ -92,10 +92,20 @@ class Snapshot:
 
 
 def entity_list(registry: Registry, entities: tuple[tuple[str, str], ...]) -> list[Any]:
+    """The registry's entities with the set's entities file merged in, as the
+    compiler reads them: destination-set members are specifications the kernel
+    matches connections against, not entities, and a path's `path` is its id."""
     base = registry_entities(registry)
     for name, text in entities:
         base = merge_entities(base, name, text)
-    return base
+    out = []
+    for e in base:
+        kind = e.get("uid", {}).get("type") if isinstance(e, dict) else None
+        if kind == "NetworkDestination":
+            continue
+        out.append({**e, "attrs": {"path": e["uid"]["id"]}}
+                   if kind in ("FilePath", "Executable") else e)
+    return out
 
 
 class Sources:

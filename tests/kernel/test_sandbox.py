@@ -96,7 +96,7 @@ def oracle(files: tuple[str, ...]) -> Oracle:
     """cedarpy on the source policies, for the sandbox of `analyst-1`."""
     inputs = policy_input(*files)
     case = Case("analyst", "\n".join(s.text for s in inputs.sources),
-                json.loads((EXAMPLES / "entities.json").read_text()),
+                json.loads((EXAMPLES / "entities.json").read_text()) + list(inputs.registry),
                 {k: list(v) for k, v in LOOPBACK_HOSTS.items()})
     return Oracle(case, compile_all(inputs))
 
