@@ -197,13 +197,16 @@ def raw_cedar(registry: Path, policies: Path,
               specs: list[dict[str, Any]]) -> tuple[float, float, float]:
     from agent.decision.checkrequest import Incoming
     from agent.decision.decide import cedar_datetime
-    from agent.decision.policies import load_policy_dir
+    from agent.decision.policies import parse_policies
     from agent.decision.request import map_request
     from agent.decision.schema import schema
     from agent.decision.sources import Snapshot
     from agent.registry import load_directory
+    from agent.registry.policyset import PolicyFolder
 
-    snap = Snapshot.build(load_directory(registry), load_policy_dir(policies))
+    ps = PolicyFolder(policies).load()
+    snap = Snapshot.build(load_directory(registry),
+                          parse_policies([(s.name, s.text) for s in ps.sources]))
     assert snap.policies is not None
     full = snap.policies.policy_set()
     entities = cedarpy.Entities.from_json_str(snap.graph.all_json())

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import cedarpy
 from cedarpy import pst
@@ -23,7 +22,6 @@ from cedarpy import pst
 from agent.decision.entities import Uid
 from agent.decision.errors import PolicyLoadError
 from agent.decision.schema import Action, groups_of
-from agent.textfile import read_text
 from compiler import CompileError, PolicySource, load_policies
 from compiler.errors import LimitError, ParseError, SchemaError, UnsupportedError
 from compiler.parse import ParsedPolicy
@@ -188,29 +186,3 @@ def _index(policies: dict[str, LoadedPolicy], files: tuple[str, ...]) -> PolicyI
                                   {k: tuple(v) for k, v in by_r.items()})
     return PolicyIndex(policies=policies, buckets=buckets, files=files,
                        order={pid: i for i, pid in enumerate(policies)})
-
-
-def load_policy_dir(root: str | Path) -> PolicyIndex:
-    """Every `*.cedar` file under `root`, in path order."""
-    base = Path(root)
-    if not base.is_dir():
-        raise PolicyLoadError(f"{base}: the policy folder does not exist")
-    sources = []
-    for path in sorted(base.rglob("*.cedar")):
-        sources.append((str(path.relative_to(base)), read_text(path, PolicyLoadError)))
-    return parse_policies(sources)
-
-
-def policy_files_stamp(root: str | Path) -> tuple[tuple[str, int, int], ...]:
-    """What changes when a policy file is added, removed or edited."""
-    out = []
-    base = Path(root)
-    if not base.is_dir():
-        return ()
-    for path in sorted(base.rglob("*.cedar")):
-        try:
-            st = path.stat()
-        except OSError:
-            continue
-        out.append((str(path), st.st_mtime_ns, st.st_size))
-    return tuple(out)
