@@ -204,7 +204,8 @@ def _principal_matches(scope: Scope, spec: SandboxSpec) -> bool:
     if scope.op == "is":
         if scope.entity_type != spec.principal.type:
             return False
-        return scope.entity is None or scope.entity in spec.ancestors
+        return (scope.entity is None or scope.entity == spec.principal
+                or scope.entity in spec.ancestors)
     assert scope.entity is not None
     if scope.op == "==":
         return scope.entity == spec.principal

@@ -155,9 +155,13 @@ def _binary(op: str, a: AValue, b: AValue, e: Expr, ctx: Context) -> AValue:
         for item in a.value.items:
             out = disj(out, R.equals(b, Static(item), e, ctx))
         return Sym(out)
-    if op == "hasTag" and isinstance(a, Res):
+    if op in ("hasTag", "getTag") and isinstance(b, Static) and not isinstance(b.value, str):
+        return Err(f"`{op}` needs a string tag")
+    if op in ("hasTag", "getTag") and isinstance(a, Static) and not isinstance(a.value, EntityUid):
+        return Err(f"`{op}` needs an entity")
+    if op == "hasTag" and isinstance(a, Res) and isinstance(b, Static):
         return Static(False)
-    if op == "getTag" and isinstance(a, Res):
+    if op == "getTag" and isinstance(a, Res) and isinstance(b, Static):
         return Err("the resource has no tags")
     return Opaque(f"`{render(e)}`")
 
@@ -177,20 +181,24 @@ def _static_binary(op: str, a: V.Value, b: V.Value, ctx: Context) -> V.Value:
         if not isinstance(a, EntityUid):
             raise V.CedarError("`in` needs an entity on the left")
         targets = b.items if isinstance(b, V.SetVal) else (b,)
+        if not all(isinstance(t, EntityUid) for t in targets):
+            # Cedar checks the whole set before it looks for a match
+            raise V.CedarError("`in` needs entities on the right")
         anc = _ancestors(a, ctx)
-        for t in targets:
-            if not isinstance(t, EntityUid):
-                raise V.CedarError("`in` needs entities on the right")
-            if t == a or t in anc:
-                return True
-        return False
+        return any(t == a or t in anc for t in targets)
     if op == "contains":
         return V.contains(V.as_set(a), b)
     if op == "containsAll":
         return all(V.contains(V.as_set(a), x) for x in V.as_set(b).items)
     if op == "containsAny":
         return any(V.contains(V.as_set(a), x) for x in V.as_set(b).items)
-    if op == "hasTag":
+    if op in ("hasTag", "getTag"):
+        if not isinstance(a, EntityUid):
+            raise V.CedarError(f"`{op}` needs an entity")
+        if not isinstance(b, str):
+            raise V.CedarError(f"`{op}` needs a string tag")
+        if op == "getTag":  # no entity type of the schema has tags
+            raise V.CedarError(f"`{a}` has no tag `{b}`")
         return False
     raise V.CedarError(f"`{op}` is not defined here")
 

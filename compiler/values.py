@@ -110,14 +110,22 @@ def parse_ip(text: str) -> IpVal:
         if ":" in addr_text:
             if "." in addr_text:
                 raise CedarError(f"embedded IPv4 is not accepted: `{text}`")
+            if "%" in addr_text:
+                raise CedarError(f"a zone index is not accepted: `{text}`")
             address: IpAddress = ipaddress.IPv6Address(addr_text)
         else:
             address = ipaddress.IPv4Address(addr_text)
     except ValueError as e:
         raise CedarError(f"invalid IP address `{text}`") from e
     if not prefix_text:
+        if "/" in text:
+            raise CedarError(f"empty prefix in `{text}`")
         return IpVal(address, address.max_prefixlen)
-    if not prefix_text.isdigit() or int(prefix_text) > address.max_prefixlen:
+    # Cedar's prefix: ASCII digits, no leading zero, at most as many digits
+    # as the family's longest prefix has (`032` and `٨` are errors there)
+    if not (prefix_text.isascii() and prefix_text.isdigit()) \
+            or (len(prefix_text) > 1 and prefix_text[0] == "0") \
+            or int(prefix_text) > address.max_prefixlen:
         raise CedarError(f"invalid prefix in `{text}`")
     return IpVal(address, int(prefix_text))
 
