@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 from compiler.errors import Location
-from compiler.expr import EntityUid, Expr, render, render_pattern
+from compiler.expr import EntityUid, Expr, Lit, render, render_pattern, walk
 
 Effect = Literal["permit", "forbid"]
 IpNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -72,6 +72,17 @@ class Policy:
     condition: Expr
     location: Location
     statement: int  # statement index in its source, -1 when unknown
+
+    def named_entities(self) -> frozenset[EntityUid]:
+        """Every entity the policy names: its scopes' and its condition's literals.
+
+        With the principal, these are the only roots from which a condition
+        can reach an entity (through parents and attribute references).
+        """
+        scoped = (self.principal.entity, self.resource.entity)
+        literals = (n.value for n in walk(self.condition)
+                    if isinstance(n, Lit) and isinstance(n.value, EntityUid))
+        return frozenset(u for u in (*scoped, *literals) if u is not None)
 
     def __str__(self) -> str:
         return (

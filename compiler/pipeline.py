@@ -216,15 +216,10 @@ def _sandboxes(policies: list[Policy], ents: Entities) -> list[SandboxSpec]:
     classes = set(ents.of_type("AgentClass"))
     agents = set(ents.of_type("Agent"))
     for p in policies:
-        named = [p.principal.entity] + [
-            n.value
-            for n in walk(p.condition)
-            if isinstance(n, Lit) and isinstance(n.value, EntityUid)
-        ]
-        for uid in named:
-            if uid is not None and uid.type == "AgentClass":
+        for uid in p.named_entities():
+            if uid.type == "AgentClass":
                 classes.add(uid)
-            elif uid is not None and uid.type == "Agent":
+            elif uid.type == "Agent":
                 agents.add(uid)
     reserved = sorted(a for a in agents if a.id.startswith(RESERVED_PREFIX))
     if reserved:

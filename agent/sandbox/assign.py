@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,8 @@ from agent.sandbox.apply import CgroupRef, PolicyInput
 from agent.sandbox.errors import PolicyError, SandboxError, TargetError
 from agent.workloads import WorkloadResolver
 from agent.workloads.cgtree import walk
+from compiler import CompileError, load_policies
+from compiler.entities import merge_entities
 
 log = logging.getLogger(__name__)
 
@@ -60,38 +61,56 @@ def target_of(agent: Agent) -> str:
     return f"agent:{agent.meta.key}"
 
 
-_LITERAL = re.compile(r'\b([A-Z]\w*)::"((?:[^"\\]|\\.)*)"')
-
-
 def kernel_entities(registry: Registry, agent: Agent,
                     policies: PolicySet) -> tuple[dict[str, Any], ...]:
     """The registry entities `agent`'s sandbox can read: the agent itself and
-    every entity the policies name, with what those reach through parents
-    and attribute references. Exact for the kernel: a policy can only reach
-    an entity from the principal or from a literal."""
-    every = {(e["uid"]["type"], e["uid"]["id"]): e for e in registry_entities(registry)}
-    roots: list[tuple[str, str]] = [("Agent", agent.meta.key)]
-    for s in policies.sources:
-        for m in _LITERAL.finditer(s.text):
-            try:
-                roots.append((m.group(1), json.loads(f'"{m.group(2)}"')))
-            except ValueError:
-                continue
-    seen: dict[tuple[str, str], dict[str, Any]] = {}
-    todo = [r for r in roots if r in every]
+    every entity the policies name (from the parsed policies, so spelling
+    and escapes do not matter), with what those reach through parents and
+    attribute references, followed over the registry merged with the set's
+    entities file (whose entities may refer to registry entities). Exact for
+    the kernel: a policy reaches an entity only from the principal or a literal.
+    A set that does not load gets every registry entity (its compilation
+    reports the error)."""
+    base = registry_entities(registry)
+    every = {_uid(e): e for e in base}
+    try:
+        loaded = load_policies(policies.sources)
+        merged = base if policies.entities is None else merge_entities(
+            base, policies.entities.name, policies.entities.text)
+        graph = {_uid(e): e for e in merged}
+    except (CompileError, KeyError, TypeError):
+        return tuple(every[u] for u in sorted(every))
+    todo: list[tuple[str, str]] = [("Agent", agent.meta.key)]
+    for pol in loaded.policies:
+        todo.extend((u.type, u.id) for u in pol.named_entities())
+    seen: set[tuple[str, str]] = set()
     while todo:
         uid = todo.pop()
-        if uid in seen:
+        if uid in seen or uid not in graph:
             continue
-        e = seen[uid] = every[uid]
-        for p in e["parents"]:
-            todo.append((p["type"], p["id"]))
-        for v in e["attrs"].values():
-            ref = v.get("__entity") if isinstance(v, dict) else None
-            if isinstance(ref, dict):
-                todo.append((ref["type"], ref["id"]))
-        todo = [u for u in todo if u in every]
-    return tuple(seen[u] for u in sorted(seen))
+        seen.add(uid)
+        e = graph[uid]
+        todo.extend((p["type"], p["id"]) for p in e.get("parents", ()))
+        todo.extend(_refs(e.get("attrs", {})))
+    return tuple(every[u] for u in sorted(seen & every.keys()))
+
+
+def _uid(e: dict[str, Any]) -> tuple[str, str]:
+    return (e["uid"]["type"], e["uid"]["id"])
+
+
+def _refs(value: Any) -> list[tuple[str, str]]:
+    """Entity references anywhere in an attribute value (records and sets too)."""
+    if isinstance(value, list):
+        return [r for v in value for r in _refs(v)]
+    if not isinstance(value, dict):
+        return []
+    ref = value.get("__entity")
+    if isinstance(ref, dict):
+        return [(str(ref.get("type")), str(ref.get("id")))]
+    if "type" in value and "id" in value and len(value) == 2:
+        return [(str(value["type"]), str(value["id"]))]  # Cedar's implicit form
+    return [r for v in value.values() for r in _refs(v)]
 
 
 def agent_inputs(registry: Registry, agent: Agent, policies: PolicySet) -> PolicyInput:
