@@ -298,12 +298,34 @@ def _check(
     if isinstance(attrs, dict) and uid.type not in ("NetworkDestination", "FilePath", "Executable"):
         for name in sorted(set(attrs) - info.attrs):
             out.append(Diagnostic(f"entity `{uid}`: `{uid.type}` has no attribute `{name}`", where))
+        for name in sorted(set(attrs) & info.attrs):
+            if _implicit(attrs[name]):
+                out.append(Diagnostic(
+                    f"entity `{uid}`: attribute `{name}`: write an entity reference as "
+                    '`{"__entity": {"type": ..., "id": ...}}` and an extension value as '
+                    '`{"__extn": {"fn": ..., "arg": ...}}` '
+                    "(no attribute of the schema is a record)",
+                    where))
     if uid.type in ("FilePath", "Executable"):
         if not isinstance(attrs, dict) or attrs.get("path", uid.id) != uid.id:
             out.append(Diagnostic(f"entity `{uid}`: the `path` attribute must equal the id", where))
         if not uid.id.startswith("/"):
             out.append(Diagnostic(f"entity `{uid}`: a path must be absolute", where))
     return out
+
+
+def _implicit(value: Any) -> bool:
+    """Whether `value` holds an object that is neither `__entity` nor `__extn`.
+
+    Cedar reads `{"type": T, "id": I}` as a reference when the schema says
+    so; the compiler folds attribute values without the schema, so it would
+    read a record. The schema has no record attributes: refuse the object.
+    """
+    if isinstance(value, list):
+        return any(_implicit(v) for v in value)
+    if isinstance(value, dict):
+        return not ({"__entity", "__extn"} & value.keys())
+    return False
 
 
 def _closure(

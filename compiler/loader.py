@@ -21,7 +21,7 @@ from compiler.parse import ParsedPolicy, ParsedSources, PolicySource, parse_sour
 from compiler.policy import build_policy
 from compiler.result import PolicyReport
 from compiler.schema import Schema, load_schema
-from compiler.validate import check_kernel_limits, classify, validate_schema
+from compiler.validate import check_kernel_limits, check_reserved, classify, validate_schema
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ def _load(sources: tuple[PolicySource, ...], validate: bool) -> LoadedPolicies:
     schema = load_schema()
     parsed = parse_sources(sources)
     policies = [build_policy(p, schema) for p in parsed.policies]
+    check_reserved(policies, parsed)
     skipped: dict[str, dict[str, str]] = {}
     if validate:
         skipped = validate_schema(parsed, policies, schema)

@@ -57,7 +57,14 @@ def parse_sources(sources: Sequence[PolicySource]) -> ParsedSources:
     texts: list[SourceText] = []
     errors: list[Diagnostic] = []
     counter = 0
+    names: set[str] = set()
     for src in sources:
+        if src.name in names:
+            # ids and locations are `<file>:<line>`: two sources of one name
+            # would make them ambiguous, and one could shadow the other
+            raise ParseError(Diagnostic(f"two policy sources are named `{src.name}`; "
+                                        "give each file its own name", Location(src.name)))
+        names.add(src.name)
         st = SourceText(src.name, src.text)
         texts.append(st)
         try:

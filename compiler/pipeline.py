@@ -24,7 +24,7 @@ from typing import Any
 
 from compiler.avalue import Context
 from compiler.entities import RESERVED_PREFIX, Entities, parse_entities
-from compiler.errors import Diagnostic, InputError, UnsupportedError
+from compiler.errors import Diagnostic, InputError
 from compiler.expr import Binary, EntityUid, Lit, mentions, walk
 from compiler.ir import Const, ErrorConst, Formula, Policy, Rule, SandboxIR, Scope
 from compiler.loader import load_policies
@@ -221,11 +221,7 @@ def _sandboxes(policies: list[Policy], ents: Entities) -> list[SandboxSpec]:
                 classes.add(uid)
             elif uid.type == "Agent":
                 agents.add(uid)
-    reserved = sorted(a for a in agents if a.id.startswith(RESERVED_PREFIX))
-    if reserved:
-        raise UnsupportedError(
-            Diagnostic(f"agent ids starting with `{RESERVED_PREFIX}` are reserved: `{reserved[0]}`")
-        )
+    # reserved ids (`manul:`) were refused by the loader and the entities reader
     specs = [SandboxSpec("default", EntityUid("Agent", RESERVED_PREFIX + "default"), frozenset())]
     for c in sorted(classes):
         specs.append(

@@ -19,6 +19,7 @@ import re
 
 import cedarpy
 
+from compiler.entities import RESERVED_PREFIX
 from compiler.errors import Diagnostic, LimitError, Location, SchemaError, UnsupportedError
 from compiler.expr import Binary, EntityUid, Expr, GetAttr, HasAttr, Like, Lit, SetLit, Var, walk
 from compiler.ir import Policy, Unknown
@@ -110,6 +111,21 @@ def _locate(src: SourceText, index: int, message: str) -> Location:
         if found is not None:
             return found
     return src.statement_location(index)
+
+
+def check_reserved(policies: list[Policy], parsed: ParsedSources) -> None:
+    """Refuse agent ids with the prefix the compiler gives anonymous principals
+    (`Agent::"manul:default"`): a policy naming one would reach class sandboxes."""
+    errors: list[Diagnostic] = []
+    for pol, src in zip(policies, parsed.policies, strict=True):
+        for uid in sorted(pol.named_entities()):
+            if uid.type == "Agent" and uid.id.startswith(RESERVED_PREFIX):
+                loc = src.source.find_string(src.statement, uid.id) or pol.location
+                errors.append(Diagnostic(
+                    f"agent ids starting with `{RESERVED_PREFIX}` are reserved: `{uid}`",
+                    loc, pol.pid))
+    if errors:
+        raise UnsupportedError(errors)
 
 
 def check_kernel_limits(policies: list[Policy], parsed: ParsedSources) -> None:

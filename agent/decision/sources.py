@@ -40,8 +40,8 @@ from agent.errors import ManulError, RegistryError
 from agent.registry import Registry
 from agent.registry.entities import registry_entities
 from agent.registry.policyset import PolicySet, PolicySetSource
-from compiler import CompileError
-from compiler.entities import merge_entities
+from compiler import CompileError, load_schema
+from compiler.entities import merge_entities, parse_entities
 
 log = logging.getLogger(__name__)
 
@@ -92,20 +92,20 @@ class Snapshot:
 
 
 def entity_list(registry: Registry, entities: tuple[tuple[str, str], ...]) -> list[Any]:
-    """The registry's entities with the set's entities file merged in, as the
-    compiler reads them: destination-set members are specifications the kernel
-    matches connections against, not entities, and a path's `path` is its id."""
+    """The registry's entities with the set's entities file merged in, read and
+    checked by the compiler (`parse_entities`: the schema, explicit references,
+    no `Action` entities, absolute paths, reserved ids), so both enforcement
+    points accept the same files and see the same entities: destination-set
+    members are specifications the kernel matches connections against, not
+    entities, and a path's `path` is its id. Raises `CompileError` located in
+    the file."""
     base = registry_entities(registry)
-    for name, text in entities:
-        base = merge_entities(base, name, text)
-    out = []
-    for e in base:
-        kind = e.get("uid", {}).get("type") if isinstance(e, dict) else None
-        if kind == "NetworkDestination":
-            continue
-        out.append({**e, "attrs": {"path": e["uid"]["id"]}}
-                   if kind in ("FilePath", "Executable") else e)
-    return out
+    if not entities:
+        entities = (("registry", "[]"),)
+    *rest, (name, text) = entities
+    for n, t in rest:
+        base = merge_entities(base, n, t)
+    return list(parse_entities(name, text, load_schema(), base).cedar_json)
 
 
 class Sources:
