@@ -73,14 +73,18 @@ def kernel_entities(registry: Registry, agent: Agent,
     reports the error)."""
     base = registry_entities(registry)
     every = {_uid(e): e for e in base}
+    todo: list[tuple[str, str]] = [("Agent", agent.meta.key)]
     try:
         loaded = load_policies(policies.sources)
-        merged = base if policies.entities is None else merge_entities(
-            base, policies.entities.name, policies.entities.text)
+        merged = base
+        if policies.entities is not None:
+            merged = merge_entities(base, policies.entities.name, policies.entities.text)
+            # a registry record the file gives parents to must be in the cut,
+            # or the file would read as declaring a new entity (no attributes)
+            todo.extend(_uid(e) for e in json.loads(policies.entities.text or "[]"))
         graph = {_uid(e): e for e in merged}
-    except (CompileError, KeyError, TypeError):
+    except (CompileError, KeyError, TypeError, ValueError):
         return tuple(every[u] for u in sorted(every))
-    todo: list[tuple[str, str]] = [("Agent", agent.meta.key)]
     for pol in loaded.policies:
         todo.extend((u.type, u.id) for u in pol.named_entities())
     seen: set[tuple[str, str]] = set()

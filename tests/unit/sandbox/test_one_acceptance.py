@@ -65,11 +65,18 @@ BAD: dict[str, tuple[list[tuple[str, str]], list[Any] | None, str]] = {
     "a reserved agent in the entities file": (
         [("p.cedar", ALLOW)], [_e("AgentClass", "c"), _e("Agent", "manul:x")], "entities.json:"),
 }
-GOOD = ([("p.cedar", ALLOW)],
+GOOD: dict[str, tuple[list[tuple[str, str]], list[Any] | None]] = {
+    "an explicit reference": (
+        [("p.cedar", ALLOW)],
         [_e("ToolSet", "finance/finance-tools/extra",
             {"name": "extra",
              "server": {"__entity": {"type": "MCPServer", "id": "finance/finance-tools"}}},
-            ("MCPServer", "finance/finance-tools"))])
+            ("MCPServer", "finance/finance-tools"))]),
+    # the file nests a registry agent outside the analyst's cut into a class
+    "parents for another registry agent": (
+        [("p.cedar", ALLOW)],
+        [_e("AgentClass", "vip"), _e("Agent", "support/support-bot", None, ("AgentClass", "vip"))]),
+}
 
 
 def _gateway(sources: list[tuple[str, str]], entities: list[Any] | None) -> None:
@@ -85,9 +92,10 @@ def _kernel(sources: list[tuple[str, str]], entities: list[Any] | None) -> None:
     compile_all(agent_inputs(REGISTRY, me, ps), only={f"Agent::{json.dumps(ME)}"})
 
 
-def test_the_good_set_is_taken_by_both() -> None:
-    _gateway(*GOOD)
-    _kernel(*GOOD)
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_a_good_set_is_taken_by_both(name: str) -> None:
+    _gateway(*GOOD[name])
+    _kernel(*GOOD[name])
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
