@@ -53,7 +53,8 @@ def equals(a: AValue, b: AValue, e: Expr, ctx: Context) -> Formula:
 
 def attr_equals(name: str, v: V.Value) -> Formula:
     if name == "path":
-        return PathEq(v) if isinstance(v, str) else Const(False)
+        # a kernel path is a C string: one with a NUL is no path the kernel sees
+        return PathEq(v) if isinstance(v, str) and "\0" not in v else Const(False)
     if name == "port":
         ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= PORT_MAX
         return PortIn(v, v) if ok and isinstance(v, int) else Const(False)
@@ -73,6 +74,8 @@ def attr_equals(name: str, v: V.Value) -> Formula:
 def res_is(uid: EntityUid, ctx: Context) -> Formula:
     """`resource == uid` for a uid of the resource's own type."""
     if ctx.resource_type in ("FilePath", "Executable", "SocketKind"):
+        if "\0" in uid.id:
+            return Const(False)  # no kernel path holds a NUL
         return PathEq(uid.id)  # a socket kind is decided like an exact path: by its name
     member = parse_member(uid)
     if member is None or member.address is None or member.canonical != uid.id:
@@ -132,6 +135,8 @@ def compare(op: str, a: AValue, b: AValue, e: Expr) -> AValue:
 
 def path_pattern(pattern: tuple[str | None, ...]) -> Formula:
     """`path like pattern` as atoms: exact, `prefix*`, or Unknown (inner `*`)."""
+    if any(el is not None and "\0" in el for el in pattern):
+        return Const(False)  # a kernel path is a C string: it never holds a NUL
     first = next((i for i, el in enumerate(pattern) if el is None), len(pattern))
     literal = "".join(el for el in pattern[:first] if el is not None)
     if first == len(pattern):

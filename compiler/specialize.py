@@ -138,6 +138,9 @@ def _unary(op: str, a: AValue, e: Expr) -> AValue:
 
 
 def _binary(op: str, a: AValue, b: AValue, e: Expr, ctx: Context) -> AValue:
+    if op == "in" and isinstance(a, Static) and isinstance(a.value, EntityUid) \
+            and isinstance(b, Static):
+        return _entity_in(a.value, b.value, ctx)
     if isinstance(a, Static) and isinstance(b, Static):
         try:
             return Static(_static_binary(op, a.value, b.value, ctx))
@@ -203,7 +206,25 @@ def _static_binary(op: str, a: V.Value, b: V.Value, ctx: Context) -> V.Value:
     raise V.CedarError(f"`{op}` is not defined here")
 
 
+def _entity_in(uid: EntityUid, target: V.Value, ctx: Context) -> AValue:
+    """`uid in target` for a literal (or principal) entity.
+
+    A literal of the resource's own type (`NetworkDestination::"10.0.0.1:80/tcp"`)
+    is the request's resource when the request is to it, and then has the
+    resource's ancestors; a destination-set member is otherwise no entity
+    at all in Cedar's eyes (only equal to itself)."""
+    try:
+        static = _static_binary("in", uid, target, ctx)
+    except V.CedarError as err:
+        return Err(str(err))
+    if static or uid.type != ctx.resource_type or uid.type != "NetworkDestination":
+        return Static(static)
+    return Sym(conj(R.res_is(uid, ctx), R.res_in(target, ctx)))
+
+
 def _ancestors(uid: EntityUid, ctx: Context) -> frozenset[EntityUid]:
+    if uid.type == "NetworkDestination":
+        return frozenset()  # members are specifications, not Cedar entities
     if uid == ctx.principal:
         return ctx.principal_ancestors
     if uid.type == "Action" and uid.id in ctx.schema.actions:
@@ -232,13 +253,30 @@ def _entity_attr(uid: EntityUid, attr: str, e: Expr, ctx: Context) -> AValue:
         return Err(f"`{uid}` has no attribute `{attr}`")
     if uid == ctx.principal and ctx.anonymous:
         return Opaque(f"`{render(e)}`: a class or default sandbox stands for any agent in it")
-    attrs = ctx.entities.attrs_of(uid)
+    listed = _listed_attrs(uid, ctx)
+    if listed is None and uid.type == ctx.resource_type:
+        # the entity exists (with the resource's attributes) only when it is the
+        # request's resource: a value under a condition, which the kernel cannot fold
+        return Opaque(f"`{render(e)}`: `{uid}` is an entity only when it is the resource")
+    attrs = listed
     if attrs is None or attr not in attrs:
         return Err(f"`{uid}` has no attribute `{attr}`")
     try:
         return Static(V.from_json(attrs[attr]))
     except V.CedarError:
         return Opaque(f"`{render(e)}`")
+
+
+def _listed_attrs(uid: EntityUid, ctx: Context) -> dict[str, object] | None:
+    """The attributes of `uid` as Cedar's entities hold them; None: not an entity.
+
+    Paths the entities file lists have their `path`; destination-set members
+    are not entities (they are matched against connections)."""
+    if uid.type == "NetworkDestination":
+        return None
+    if uid.type in ("FilePath", "Executable"):
+        return {"path": uid.id} if uid in ctx.entities.parents else None
+    return ctx.entities.attrs_of(uid)
 
 
 def _has(a: AValue, attr: str, e: Expr, ctx: Context) -> AValue:
@@ -256,7 +294,13 @@ def _has(a: AValue, attr: str, e: Expr, ctx: Context) -> AValue:
             uid = a.value
             if uid == ctx.principal and ctx.anonymous:
                 return Opaque(f"`{render(e)}`: a class or default sandbox stands for any agent")
-            attrs = ctx.entities.attrs_of(uid) if uid.type != "Action" else None
+            attrs = _listed_attrs(uid, ctx) if uid.type != "Action" else None
+            if attrs is None and uid.type == ctx.resource_type:
+                info = ctx.schema.entity_types[ctx.resource_type]
+                if attr in info.optional_attrs:
+                    return Opaque(f"`{render(e)}`")
+                # `has` on an entity that does not exist is false, not an error
+                return Sym(R.res_is(uid, ctx)) if attr in info.attrs else Static(False)
             return Static(attrs is not None and attr in attrs)
     return Opaque(f"`{render(e)}`")
 
@@ -300,10 +344,7 @@ def _is(a: Expr, t: str, in_: Expr | None, ctx: Context) -> AValue:
             return Static(True)
         target = _ev(in_, ctx)
         if isinstance(target, Static):
-            try:
-                return Static(_static_binary("in", v.value, target.value, ctx))
-            except V.CedarError as err:
-                return Err(str(err))
+            return _entity_in(v.value, target.value, ctx)
         return target if isinstance(target, Err) else Opaque("`is ... in`")
     if isinstance(v, Static):
         return Err("type error: `is` needs an entity")

@@ -165,19 +165,22 @@ def check_kernel_limits(policies: list[Policy], parsed: ParsedSources) -> None:
 
 def _path_literals(node: Expr) -> list[tuple[str, bool, tuple[str | None, ...] | None]]:
     """Path strings compared with `resource.path` in `node`: (text, is_pattern, pattern)."""
-    path_attr = GetAttr(Var("resource"), "path")
-
     def is_path(e: Expr) -> bool:
-        return e == path_attr
+        # `resource.path`, or anything that can evaluate to it
+        # (`if c then resource.path else ""`, `(if c then resource else r).path`)
+        nodes = walk(e)
+        return any(isinstance(n, Var) and n.name == "resource" for n in nodes) and any(
+            isinstance(n, GetAttr) and n.attr == "path" for n in nodes)
 
     out: list[tuple[str, bool, tuple[str | None, ...] | None]] = []
     match node:
         case Like(arg=a, pattern=p) if is_path(a):
             out.append(("".join(WILDCARD if el is None else el for el in p), True, p))
-        case Binary(op="==" | "!=", left=lhs, right=Lit(value=str() as s)) if is_path(lhs):
-            out.append((s, False, None))
-        case Binary(op="==" | "!=", left=Lit(value=str() as s), right=rhs) if is_path(rhs):
-            out.append((s, False, None))
+        case Binary(op="==" | "!=", left=lhs, right=rhs) if is_path(lhs) or is_path(rhs):
+            # every string the other side can evaluate to (`if c then "/a" else "/b"`)
+            other = rhs if is_path(lhs) else lhs
+            out.extend((n.value, False, None) for n in walk(other)
+                       if isinstance(n, Lit) and isinstance(n.value, str))
         case Binary(op="contains", left=SetLit(elems=es), right=rhs) if is_path(rhs):
             out.extend(
                 (e.value, False, None)

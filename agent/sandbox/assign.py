@@ -21,6 +21,7 @@ elsewhere does not recompile every sandbox. Callers: `service.py`, the CLI
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterable
@@ -35,8 +36,8 @@ from agent.sandbox.apply import CgroupRef, PolicyInput
 from agent.sandbox.errors import PolicyError, SandboxError, TargetError
 from agent.workloads import WorkloadResolver
 from agent.workloads.cgtree import walk
-from compiler import CompileError, load_policies
-from compiler.entities import merge_entities
+from compiler import CompileError, EntitiesSource, load_policies, load_schema
+from compiler.entities import merge_entities, parse_entities
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +70,15 @@ def kernel_entities(registry: Registry, agent: Agent,
     attribute references, followed over the registry merged with the set's
     entities file (whose entities may refer to registry entities). Exact for
     the kernel: a policy reaches an entity only from the principal or a literal.
-    A set that does not load gets every registry entity (its compilation
-    reports the error)."""
+    The whole registry is checked with the file first, as the decision point
+    checks it (a cut could hide two records of one id); a set or registry that
+    does not load gets every registry entity, so its compilation reports the
+    error."""
     base = registry_entities(registry)
     every = {_uid(e): e for e in base}
     todo: list[tuple[str, str]] = [("Agent", agent.meta.key)]
     try:
+        _accepted(json.dumps(base), policies.entities)
         loaded = load_policies(policies.sources)
         merged = base
         if policies.entities is not None:
@@ -84,7 +88,7 @@ def kernel_entities(registry: Registry, agent: Agent,
             todo.extend(_uid(e) for e in json.loads(policies.entities.text or "[]"))
         graph = {_uid(e): e for e in merged}
     except (CompileError, KeyError, TypeError, ValueError):
-        return tuple(every[u] for u in sorted(every))
+        return tuple(base)  # as built: the compile refuses it as the decision point does
     for pol in loaded.policies:
         todo.extend((u.type, u.id) for u in pol.named_entities())
     seen: set[tuple[str, str]] = set()
@@ -97,6 +101,16 @@ def kernel_entities(registry: Registry, agent: Agent,
         todo.extend((p["type"], p["id"]) for p in e.get("parents", ()))
         todo.extend(_refs(e.get("attrs", {})))
     return tuple(every[u] for u in sorted(seen & every.keys()))
+
+
+@functools.lru_cache(maxsize=4)
+def _accepted(base: str, entities: EntitiesSource | None) -> None:
+    """The decision point's check of the whole registry with the set's entities
+    file (`parse_entities`: ids listed twice, reserved ids, the schema): a
+    cut could hide what the whole refuses. Raises `CompileError`; checked
+    once per (registry, file)."""
+    name, text = (entities.name, entities.text) if entities is not None else ("registry", "[]")
+    parse_entities(name, text, load_schema(), json.loads(base))
 
 
 def _uid(e: dict[str, Any]) -> tuple[str, str]:

@@ -128,6 +128,7 @@ CASES: list[Case] = [
     case("static-errors"),
     case("ill-typed-at-run-time", BASE),
     case("principal-is-in", BASE),
+    case("literal-resources", BASE + NET + PATHS, RESOLVED),
     case("static-constants"),
     case("gateway-and-partial", BASE),
     case("default-deny"),

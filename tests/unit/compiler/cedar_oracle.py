@@ -100,6 +100,9 @@ class Oracle:
         self.evaluators = {s.name: SandboxEvaluator(s) for s in compilation.sandboxes}
         self.policy_set = cedarpy.PolicySet.from_str(case.policies)
         self.base: dict[tuple[str, str], dict[str, Any]] = {}
+        # literals of a resource type: each request is asked with its own store
+        self.isolate = bool(re.search(r"\b(NetworkDestination|FilePath|Executable)\s*::",
+                                      case.policies))
         self.member_parents: dict[str, list[dict[str, str]]] = {}
         for e in case.entities:
             t, i = e["uid"]["type"], e["uid"]["id"]
@@ -193,6 +196,10 @@ class Oracle:
     def _round_as(
         self, reqs: list[tuple[Request, str | None]], profile: dict[str, Any]
     ) -> list[Outcome]:
+        if self.isolate and len(reqs) > 1:
+            # one batch shares one entity store: another request's resource
+            # entity would exist for a policy that names it as a literal
+            return [self._round_as([r], profile)[0] for r in reqs]
         entities: dict[tuple[str, str], dict[str, Any]] = dict(self.base)
         batch: list[dict[str, Any]] = []
         for r, host in reqs:

@@ -62,6 +62,19 @@ BAD: dict[str, tuple[list[tuple[str, str]], list[Any] | None, str]] = {
     "an Action entity": (
         [("p.cedar", ALLOW + 'forbid (principal, action in Action::"mcpAccess", resource);')],
         [_e("Action", "invokeTool")], "entities.json:"),
+    # what reaches `resource.path` through an `if` is checked like the direct form
+    "an over-long path through if": (
+        [("p.cedar", ALLOW + 'permit (principal, action == Action::"readFile", resource) '
+          f'when {{ resource.path == (if true then "/{"a" * 300}" else "") }};')],
+        None, "p.cedar:2"),
+    "a NUL in a prefix through if": (
+        [("p.cedar", ALLOW + 'permit (principal, action == Action::"readFile", resource) '
+          'when { (if true then resource.path else "") like "/etc/shadow\\0*" };')],
+        None, "p.cedar:2"),
+    "an inner star in a forbid through if": (
+        [("p.cedar", ALLOW + 'forbid (principal, action == Action::"readFile", resource) '
+          'when { (if true then resource.path else "") like "/a/*/b" };')],
+        None, "p.cedar:2"),
     "a reserved agent in the entities file": (
         [("p.cedar", ALLOW)], [_e("AgentClass", "c"), _e("Agent", "manul:x")], "entities.json:"),
 }
@@ -107,3 +120,50 @@ def test_a_bad_set_is_refused_by_both(name: str) -> None:
     with pytest.raises(ManulError) as k:
         _kernel(sources, entities)
     assert where in str(k.value) + " ".join(getattr(k.value, "details", ())), str(k.value)
+
+
+# Registry records the whole registry refuses, though the sandbox's cut of it
+# (another agent's records left out) would not show them.
+REGISTRY_BAD = {
+    "two servers build one tool id": """
+apiVersion: manul.dev/v1alpha1
+kind: MCPServer
+metadata: {name: a}
+spec: {url: "http://a/mcp", tools: ["b/c"]}
+---
+apiVersion: manul.dev/v1alpha1
+kind: MCPServer
+metadata: {name: b, namespace: a}
+spec: {url: "http://ab/mcp", tools: ["c"]}
+""",
+    "a reserved agent name": """
+apiVersion: manul.dev/v1alpha1
+kind: Agent
+metadata: {name: "manul:default"}
+spec: {owner: x, identities: [{systemdUnit: m.service}]}
+""",
+}
+ME_YAML = """
+apiVersion: manul.dev/v1alpha1
+kind: Agent
+metadata: {name: a, namespace: ns}
+spec: {owner: x, identities: [{systemdUnit: a.service}], sandbox: {mode: enforce}}
+---
+"""
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY_BAD))
+def test_a_registry_the_whole_refuses_is_refused_by_both(name: str, tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(ME_YAML + REGISTRY_BAD[name])
+    registry = load_directory(tmp_path)
+    ps = PolicySet("test", (PolicySource("p.cedar", ALLOW),), None)
+    with pytest.raises(CompileError, match="registry"):
+        Snapshot.build(registry, parse_policies([("p.cedar", ALLOW)]))
+    me = next(a for a in registry.agents if a.meta.key == "ns/a")
+    with pytest.raises(ManulError, match="registry"):
+        compile_all(agent_inputs(registry, me, ps), only={'Agent::"ns/a"'})
+    # positive control: without the bad records, both take it
+    (tmp_path / "r.yaml").write_text(ME_YAML)
+    good = load_directory(tmp_path)
+    Snapshot.build(good, parse_policies([("p.cedar", ALLOW)]))
+    compile_all(agent_inputs(good, next(iter(good.agents)), ps), only={'Agent::"ns/a"'})
