@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from compiler import layout
 from compiler import values as V
 from compiler.avalue import Attr, AValue, Context, Err, Opaque, Res, Static, Sym
 from compiler.entities import parse_member
@@ -33,6 +34,7 @@ from compiler.ir import (
     conj,
     disj,
 )
+from compiler.limits import short
 
 
 def equals(a: AValue, b: AValue, e: Expr, ctx: Context) -> Formula:
@@ -53,8 +55,7 @@ def equals(a: AValue, b: AValue, e: Expr, ctx: Context) -> Formula:
 
 def attr_equals(name: str, v: V.Value) -> Formula:
     if name == "path":
-        # a kernel path is a C string: one with a NUL is no path the kernel sees
-        return PathEq(v) if isinstance(v, str) and "\0" not in v else Const(False)
+        return path_eq(v) if isinstance(v, str) else Const(False)
     if name == "port":
         ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= PORT_MAX
         return PortIn(v, v) if ok and isinstance(v, int) else Const(False)
@@ -74,9 +75,7 @@ def attr_equals(name: str, v: V.Value) -> Formula:
 def res_is(uid: EntityUid, ctx: Context) -> Formula:
     """`resource == uid` for a uid of the resource's own type."""
     if ctx.resource_type in ("FilePath", "Executable", "SocketKind"):
-        if "\0" in uid.id:
-            return Const(False)  # no kernel path holds a NUL
-        return PathEq(uid.id)  # a socket kind is decided like an exact path: by its name
+        return path_eq(uid.id)  # a socket kind is decided like an exact path: by its name
     member = parse_member(uid)
     if member is None or member.address is None or member.canonical != uid.id:
         return Const(False)  # a connection is named by its address, in canonical form
@@ -133,6 +132,23 @@ def compare(op: str, a: AValue, b: AValue, e: Expr) -> AValue:
     return Opaque(f"`{render(e)}`")
 
 
+def path_eq(path: str) -> Formula:
+    """`resource.path == path`. A kernel path is a C string, so one holding a
+    NUL matches nothing; one longer than an exact key (a value computed from a
+    registry attribute, say: policy literals that long are refused) is
+    approximated by its first bytes, which such a path starts with."""
+    if "\0" in path:
+        return Const(False)
+    if len(path.encode("utf-8", "surrogatepass")) > layout.EXACT_PATH_MAX:
+        return Unknown(f"path `{short(path)}` is longer than a kernel key holds",
+                       path_hint=_cut(path, layout.PREFIX_PATH_MAX))
+    return PathEq(path)
+
+
+def _cut(path: str, size: int) -> str:
+    return path.encode("utf-8", "surrogatepass")[:size].decode("utf-8", "ignore")
+
+
 def path_pattern(pattern: tuple[str | None, ...]) -> Formula:
     """`path like pattern` as atoms: exact, `prefix*`, or Unknown (inner `*`)."""
     if any(el is not None and "\0" in el for el in pattern):
@@ -140,7 +156,10 @@ def path_pattern(pattern: tuple[str | None, ...]) -> Formula:
     first = next((i for i, el in enumerate(pattern) if el is None), len(pattern))
     literal = "".join(el for el in pattern[:first] if el is not None)
     if first == len(pattern):
-        return PathEq(literal)
+        return path_eq(literal)
+    if len(literal.encode("utf-8", "surrogatepass")) > layout.PREFIX_PATH_MAX:
+        return Unknown(f"pattern prefix `{short(literal)}` is longer than a kernel key holds",
+                       path_hint=_cut(literal, layout.PREFIX_PATH_MAX))
     if all(el is None for el in pattern[first:]):
         return PathPrefix(literal)
     return Unknown(

@@ -17,6 +17,7 @@ Default deny: no applicable permit, an error, or no policy at all denies.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -81,7 +82,16 @@ class Evaluator:
         self._lock = threading.Lock()
         self._full: tuple[cedarpy.PolicySet, cedarpy.Entities] | None = None
 
+    def _own(self, req: CedarRequest) -> CedarRequest:
+        """The request with only the entities it brings that the snapshot lacks:
+        a tool the entities file declares is the file's, with its tool sets."""
+        if req.extra and any(u in self.graph.entities for u in req.extra):
+            return dataclasses.replace(req, extra={
+                u: e for u, e in req.extra.items() if u not in self.graph.entities})
+        return req
+
     def decide(self, req: CedarRequest) -> Verdict:
+        req = self._own(req)
         sl = self._slice(req)
         if sl.policy_set is None:
             return Verdict(False, (), f"no policy applies to {req.describe()}")
@@ -93,6 +103,7 @@ class Evaluator:
 
     def decide_full(self, req: CedarRequest) -> Verdict:
         """The same decision on the whole policy set and every entity (no slicing)."""
+        req = self._own(req)
         if self._full is None:
             self._full = (self.index.policy_set(), cedarpy.Entities.from_json_str(
                 self.graph.all_json()))
@@ -103,7 +114,7 @@ class Evaluator:
         return _verdict(result, req, len(self.index), self.index.order)
 
     def slice_ids(self, req: CedarRequest) -> tuple[str, ...]:
-        return self._slice(req).ids
+        return self._slice(self._own(req)).ids
 
     def _slice(self, req: CedarRequest) -> _Slice:
         key = (req.action, req.principal, req.resource,

@@ -133,6 +133,11 @@ def _mcp(inc: Incoming, server: MCPServer) -> Mapped:
         raise RequestError(f"mcp: `{method}`: `params` must be an object")
     if method == "tools/call":
         tool = _name(params.get("name"), "mcp: tools/call: `params.name`")
+        if "/" in tool:
+            # `<server>/<tool>` is the tool's id: `b/c` on server `a` would be tool
+            # `c` of server `a/b` (the registry refuses such names too)
+            raise RequestError(f"mcp: tools/call: tool name `{tool}` contains `/`, which "
+                               "would name another server's tool")
         uid = tool_uid(key, tool)
         known = tool in server.tools or any(tool in ts for _, ts in server.tool_sets)
         extra = {} if known else {uid: unregistered_tool(key, tool)}

@@ -229,10 +229,22 @@ def _mcp(meta: Meta, s: _Fields) -> MCPServer:
     ts = s.sub("toolSets")
     if ts is not None:
         for name in ts.data:
-            sets.append((str(name), ts.texts(str(name))))
-    return MCPServer(meta=meta, url=s.text("url", ""), tools=s.texts("tools"),
+            tools = ts.texts(str(name))
+            _tool_names(ts, str(name), (str(name), *tools))
+            sets.append((str(name), tools))
+    tools = s.texts("tools")
+    _tool_names(s, "tools", tools)
+    return MCPServer(meta=meta, url=s.text("url", ""), tools=tools,
                      tool_sets=tuple(sets), owner=s.text("owner", ""),
                      risk_level=_risk(s))
+
+
+def _tool_names(s: _Fields, key: str, names: tuple[str, ...]) -> None:
+    """A tool's Cedar id is `<server>/<tool>`: a `/` in a tool (or tool set)
+    name would let server `a`'s tool `b/c` be server `a/b`'s tool `c`."""
+    for n in names:
+        if "/" in n:
+            raise s.fail(key, f"`{n}`: a tool or tool set name may not contain `/`")
 
 
 def _policy(meta: Meta, s: _Fields, read_file: Callable[[str], str] | None) -> Policy:

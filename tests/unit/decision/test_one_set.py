@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from agent.decision.entities import action_entities, unregistered_tool
 from agent.decision.evaluate import CedarRequest, Evaluator
+from agent.decision.policies import parse_policies
 from agent.decision.sources import Snapshot, entity_list
 from agent.registry import load_directory
 from agent.registry.policyset import PolicyFolder
@@ -167,3 +168,39 @@ def test_gateway_slices_equal_cedar_on_the_one_set(case: Case) -> None:
     want = {"examples": {"quarantined-callers", "payments-need-low-risk"},
             "principal-attributes": {"quarantine", "team-tools"}}.get(case.name, set())
     assert want <= seen["policies"], seen
+
+
+def test_a_tool_the_entities_file_declares_is_the_files() -> None:
+    """A tool the registry does not list arrives with a stand-in entity (its
+    server as only parent); when the set's entities file declares that tool,
+    the file's entity, with its tool sets, is the one Cedar sees."""
+    server = "finance/finance-tools"
+    danger = {"uid": {"type": "ToolSet", "id": f"{server}/danger"},
+              "attrs": {"name": "danger",
+                        "server": {"__entity": {"type": "MCPServer", "id": server}}},
+              "parents": [{"type": "MCPServer", "id": server}]}
+    secret = {"uid": {"type": "Tool", "id": f"{server}/secret"},
+              "attrs": {"name": "secret",
+                        "server": {"__entity": {"type": "MCPServer", "id": server}},
+                        "registered": True},
+              "parents": [{"type": "ToolSet", "id": f"{server}/danger"},
+                          {"type": "MCPServer", "id": server}]}
+    text = ('@id("all") permit (principal, action, resource);\n'
+            '@id("f") forbid (principal, action == Action::"invokeTool", '
+            f'resource in ToolSet::"{server}/danger");\n')
+    uid = ("Tool", f"{server}/secret")
+    ctx = {"time": {"__extn": {"fn": "datetime", "arg": "2026-12-03T10:00:00Z"}},
+           "authn": "spiffe", "on_behalf_of": "finance/analyst", "chain": ["finance/analyst"],
+           "delegation_depth": 0, "quarantined": False, "anomaly_level": 0,
+           "method": "tools/call", "tool": "secret", "prompt": "", "uri": ""}
+    req = CedarRequest(("Agent", "finance/analyst"), "invokeTool", uid, ctx,
+                       {uid: unregistered_tool(server, "secret")})
+    for declared, want in ((True, (False, ("f",))), (False, (True, ("all",)))):
+        ents = [danger, secret] if declared else [danger]
+        snap = Snapshot.build(REGISTRY, parse_policies([("p.cedar", text)]),
+                              entities=(("entities.json", json.dumps(ents)),))
+        assert snap.evaluator is not None
+        got = snap.evaluator.decide(req)
+        full = snap.evaluator.decide_full(req)
+        assert (got.allowed, got.policies) == want
+        assert (full.allowed, full.policies) == want

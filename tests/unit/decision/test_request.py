@@ -107,6 +107,8 @@ def test_llm(dests: Destinations, url: str, body: Any, api: str, limit: int) -> 
     ({"body": _rpc("sampling/hack")}, "method `sampling/hack` is not one"),
     ({"body": _rpc("tools/call")}, "`params.name` must be"),
     ({"body": _rpc("tools/call", name="a\nb")}, "control characters"),
+    # `<server>/<tool>` is the id: `b/c` on server `a` would be server `a/b`'s `c`
+    ({"body": _rpc("tools/call", name="reports/get_balance")}, "would name another server"),
     ({"method": "PUT", "body": {}}, "not part of the MCP transport"),
 ])
 def test_mcp_refusals(dests: Destinations, inc_kwargs: dict[str, Any], message: str) -> None:

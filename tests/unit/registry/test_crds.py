@@ -59,6 +59,8 @@ def test_every_example_record_fits_its_crd(record: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("kind", "spec"), [
     ("Agent", {"riskLevl": "high"}),
+    ("MCPServer", {"url": "http://a/mcp", "tools": ["b/c"]}),
+    ("MCPServer", {"url": "http://a/mcp", "toolSets": {"read": ["b/c"]}}),
     ("Agent", {"riskLevel": "extreme"}),
     ("Agent", {"identities": [{"spiffe": "not-a-spiffe-id"}]}),
     ("Agent", {"identities": [{"systemdUnit": "a", "cgroup": "/b"}]}),

@@ -65,6 +65,10 @@ def _write(tmp: Path, body: str) -> Path:
          "spec.sandbox.policies: is no longer read: every sandbox compiles from the one "),
         ("apiVersion: manul.dev/v1alpha1\nkind: LLMProvider\nmetadata: {name: a}\n"
          "spec: {hosts: ['api.*.com']}\n", "leading `*.`"),
+        ("apiVersion: manul.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: a}\n"
+         "spec: {url: 'http://a/mcp', tools: ['b/c']}\n", "`b/c`: a tool or tool set name"),
+        ("apiVersion: manul.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: a}\n"
+         "spec: {url: 'http://a/mcp', toolSets: {read: ['x/y']}}\n", "spec.toolSets.read: `x/y`"),
         ("a: [\n", "invalid YAML"),
         ("---\napiVersion: manul.dev/v1alpha1\nkind: Agent\nmetadata: {name: a}\nspec: {}\n"
          "---\napiVersion: manul.dev/v1alpha1\nkind: Agent\nmetadata: {name: a}\nspec: {}\n",

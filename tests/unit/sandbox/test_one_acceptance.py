@@ -123,19 +123,10 @@ def test_a_bad_set_is_refused_by_both(name: str) -> None:
 
 
 # Registry records the whole registry refuses, though the sandbox's cut of it
-# (another agent's records left out) would not show them.
+# (another agent's records left out) would not show them. (Two servers that
+# built one tool id, `a` + `b/c` and `a/b` + `c`, are refused when the registry
+# loads: a tool name may not hold `/`, tests/unit/registry/test_registry.py.)
 REGISTRY_BAD = {
-    "two servers build one tool id": """
-apiVersion: manul.dev/v1alpha1
-kind: MCPServer
-metadata: {name: a}
-spec: {url: "http://a/mcp", tools: ["b/c"]}
----
-apiVersion: manul.dev/v1alpha1
-kind: MCPServer
-metadata: {name: b, namespace: a}
-spec: {url: "http://ab/mcp", tools: ["c"]}
-""",
     "a reserved agent name": """
 apiVersion: manul.dev/v1alpha1
 kind: Agent
