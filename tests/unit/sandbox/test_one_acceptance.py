@@ -85,6 +85,12 @@ GOOD: dict[str, tuple[list[tuple[str, str]], list[Any] | None]] = {
             {"name": "extra",
              "server": {"__entity": {"type": "MCPServer", "id": "finance/finance-tools"}}},
             ("MCPServer", "finance/finance-tools"))]),
+    # a long path the literal rule cannot see (through a set): approximated by
+    # the kernel (reported), not refused, so both layers take it
+    "an over-long path through a set": (
+        [("p.cedar", ALLOW + 'forbid (principal, action == Action::"readFile", resource) '
+          f'when {{ (if true then ["/{"a" * 300}"] else ["/b"]).contains(resource.path) }};')],
+        None),
     # the file nests a registry agent outside the analyst's cut into a class
     "parents for another registry agent": (
         [("p.cedar", ALLOW)],
