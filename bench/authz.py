@@ -12,13 +12,16 @@ relaying to a gRPC server with the real Envoy protos), for 10, 1,000 and
   entity (pre-parsed handles), in-process, one caller.
 
 Each server runs in its own process; the callers are a grpc.aio client in
-this one. The table gives p50/p99 latency, decisions per second, and the
-ratios the issue asks about. Aims (issue 6): p99 < 2 ms at 1,000 policies
-with 16 callers; throughput >= 1/2 of the no-op server's; the 1,000-policy
-case no more than twice the 10-policy case.
+this one. The no-op server is measured right before each manul cell, in
+three rounds whose median (by throughput ratio) is shown: the machines are
+noisy. The table gives p50/p99 latency, decisions per second,
+and the ratios the issues ask about. Aims (issue 13): at 1,000 policies and
+16 callers, throughput at least 0.5x the no-op server's and a p99 within 2x
+of the no-op's; the 1,000-policy case no more than twice the 10-policy case.
 
     .venv/bin/python bench/authz.py            # about a minute
     BENCH_REQUESTS=600 .venv/bin/python bench/authz.py   # quicker
+    BENCH_POLICIES=1000 BENCH_CALLERS=16 .venv/bin/python bench/authz.py  # one cell
 """
 
 from __future__ import annotations
@@ -47,8 +50,10 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc  # n
 from agent.decision.client import build_check_request  # noqa: E402
 
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "2000"))
-POLICY_COUNTS = (10, 1000, 10000)
-CONCURRENCY = (1, 16, 64)
+POLICY_COUNTS = tuple(int(x) for x in os.environ.get("BENCH_POLICIES", "10,1000,10000").split(","))
+CONCURRENCY = tuple(int(x) for x in os.environ.get("BENCH_CALLERS", "1,16,64").split(","))
+WORKERS = int(os.environ.get("BENCH_WORKERS", "0"))  # 0: the server's default
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))  # per cell: the median round is shown
 AGENTS, GROUPS, SERVERS, TOOLS = 100, 20, 50, 4
 
 
@@ -116,7 +121,8 @@ def serve(kind: str, registry: Path, policies: Path, sock: Path, audit: Path) ->
 
     if kind == "manul":
         cfg = ServerConfig(registry=registry, policies=policies, socket=sock, http="",
-                           audit_log=str(audit), workers=16, reload_interval=5.0)
+                           audit_log=str(audit), reload_interval=5.0,
+                           workers=WORKERS or ServerConfig.workers)
         server = DecisionServer(cfg, tracer_provider=make_provider()).start()
         print("ready", len(server.sources.snapshot.policies or ()), flush=True)
         signal.sigwait({signal.SIGTERM})
@@ -134,7 +140,7 @@ def serve(kind: str, registry: Path, policies: Path, sock: Path, audit: Path) ->
 
     private = tempfile.mkdtemp(dir=sock.parent)
     inner = os.path.join(private, "grpc.sock")
-    g = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    g = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS or ServerConfig.workers))
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(Noop(), g)
     g.add_insecure_port(f"unix:{inner}")
     g.start()
@@ -258,61 +264,68 @@ def run(work: Path) -> None:
     specs = request_specs(REQUESTS)
     reqs = [build_check_request(s) for s in specs]
     rows = []
-    noop_rps: dict[int, float] = {}
+    # The no-op server runs for the whole run and is measured right before each
+    # manul cell, so each ratio compares two measurements taken side by side.
     noop = Child("noop", registry, work, work / "noop.sock", work / "noop-audit.jsonl")
-    noop_stats = {}
     try:
-        for conc in CONCURRENCY:
-            lat, el, _ = asyncio.run(drive(noop.sock, reqs, conc))
-            noop_stats[conc] = (pct(lat, 0.5), pct(lat, 0.99), len(lat) / el)
-            noop_rps[conc] = len(lat) / el
+        for n in POLICY_COUNTS:
+            pol = work / f"policies-{n}"
+            pol.mkdir()
+            write_policies(pol, n)
+            t = time.perf_counter()
+            child = Child("manul", registry, pol, work / f"manul-{n}.sock",
+                          work / f"audit-{n}.jsonl")
+            load_s = time.perf_counter() - t
+            try:
+                assert child.loaded == n, (child.loaded, n)
+                raw = raw_cedar(registry, pol, specs)
+                for conc in CONCURRENCY:
+                    rounds = []
+                    for _ in range(ROUNDS):
+                        nlat, nel, _ = asyncio.run(drive(noop.sock, reqs, conc))
+                        lat, el, allowed = asyncio.run(drive(child.sock, reqs, conc))
+                        rounds.append((len(lat) / el / (len(nlat) / nel), (
+                            n, conc, pct(lat, 0.5), pct(lat, 0.99), len(lat) / el,
+                            allowed / len(lat), raw, load_s,
+                            (pct(nlat, 0.5), pct(nlat, 0.99), len(nlat) / nel))))
+                    rounds.sort(key=lambda r: r[0])
+                    rows.append(rounds[len(rounds) // 2][1])  # the median round
+            finally:
+                child.close()
     finally:
         noop.close()
-    for n in POLICY_COUNTS:
-        pol = work / f"policies-{n}"
-        pol.mkdir()
-        write_policies(pol, n)
-        t = time.perf_counter()
-        child = Child("manul", registry, pol, work / f"manul-{n}.sock", work / f"audit-{n}.jsonl")
-        load_s = time.perf_counter() - t
-        try:
-            assert child.loaded == n, (child.loaded, n)
-            raw = raw_cedar(registry, pol, specs)
-            for conc in CONCURRENCY:
-                lat, el, allowed = asyncio.run(drive(child.sock, reqs, conc))
-                rows.append((n, conc, pct(lat, 0.5), pct(lat, 0.99), len(lat) / el,
-                             allowed / len(lat), raw, load_s))
-        finally:
-            child.close()
-    print_table(rows, noop_stats)
+    print_table(rows)
 
 
-def print_table(rows: list[tuple[Any, ...]], noop: dict[int, tuple[float, float, float]]) -> None:
+def print_table(rows: list[tuple[Any, ...]]) -> None:
     ms = 1e3
-    print(f"\nmanul decision point vs no-op ext_authz (same socket stack) vs raw cedarpy; "
-          f"{REQUESTS} requests per cell, {os.cpu_count()} CPUs")
+    print(f"\nmanul decision point vs no-op ext_authz (same socket stack, measured just "
+          f"before; median of {ROUNDS} rounds) vs raw cedarpy; {REQUESTS} requests per cell, "
+          f"{os.cpu_count()} CPUs")
     head = (f"{'policies':>8} {'conc':>4} | {'p50 ms':>7} {'p99 ms':>7} {'dec/s':>7} "
             f"{'allow':>5} | {'noop p50':>8} {'noop p99':>8} {'noop/s':>7} | "
-            f"{'manul/noop':>10} | {'raw p50':>8} {'raw/s':>7} | {'start s':>7}")
+            f"{'manul/noop':>10} {'p99/noop':>8} | {'raw p50':>8} {'raw/s':>7} | {'start s':>7}")
     print(head)
     print("-" * len(head))
     by: dict[tuple[int, int], tuple[Any, ...]] = {}
-    for n, conc, p50, p99, rps, allow, raw, load_s in rows:
-        np50, np99, nrps = noop[conc]
-        by[(n, conc)] = (p50, p99, rps)
+    for n, conc, p50, p99, rps, allow, raw, load_s, (np50, np99, nrps) in rows:
+        by[(n, conc)] = (p50, p99, rps, np50, np99, nrps)
         print(f"{n:>8} {conc:>4} | {p50 * ms:7.3f} {p99 * ms:7.3f} {rps:7.0f} {allow:5.2f} | "
-              f"{np50 * ms:8.3f} {np99 * ms:8.3f} {nrps:7.0f} | {rps / nrps:10.2f} | "
-              f"{raw[0] * ms:8.3f} {raw[2]:7.0f} | {load_s:7.1f}")
+              f"{np50 * ms:8.3f} {np99 * ms:8.3f} {nrps:7.0f} | {rps / nrps:10.2f} "
+              f"{p99 / np99:8.2f} | {raw[0] * ms:8.3f} {raw[2]:7.0f} | {load_s:7.1f}")
     print()
     for conc in CONCURRENCY:
-        a, b = by[(10, conc)], by[(1000, conc)]
-        c = by[(10000, conc)]
-        print(f"conc {conc:>2}: p50 1,000/10 policies = {b[0] / a[0]:.2f}x, "
-              f"10,000/10 = {c[0] / a[0]:.2f}x; throughput vs no-op at 1,000 policies = "
-              f"{b[2] / noop[conc][2]:.2f}")
-    p99 = by[(1000, 16)][1] * ms
-    print(f"aim p99 < 2 ms at 1,000 policies, 16 callers: {p99:.2f} ms "
-          f"({'met' if p99 < 2 else 'not met'})")
+        if (10, conc) in by and (1000, conc) in by and (10000, conc) in by:
+            a, b, c = by[(10, conc)], by[(1000, conc)], by[(10000, conc)]
+            print(f"conc {conc:>2}: p50 1,000/10 policies = {b[0] / a[0]:.2f}x, "
+                  f"10,000/10 = {c[0] / a[0]:.2f}x")
+    if (1000, 16) in by:
+        p50, p99, rps, np50, np99, nrps = by[(1000, 16)]
+        tput, tail = rps / nrps, p99 / np99
+        print(f"aims at 1,000 policies, 16 callers: throughput {tput:.2f}x the no-op's "
+              f"({rps:.0f} vs {nrps:.0f}/s; aim >= 0.5: {'met' if tput >= 0.5 else 'not met'}); "
+              f"p99 {tail:.2f}x the no-op's ({p99 * ms:.1f} vs {np99 * ms:.1f} ms; aim <= 2: "
+              f"{'met' if tail <= 2 else 'not met'})")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 from compiler.errors import Location
-from compiler.expr import EntityUid, Expr, Lit, render, render_pattern, walk
+from compiler.expr import EntityUid, Expr, GetAttr, HasAttr, Lit, Var, render, render_pattern, walk
 
 Effect = Literal["permit", "forbid"]
 IpNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -83,6 +83,18 @@ class Policy:
         literals = (n.value for n in walk(self.condition)
                     if isinstance(n, Lit) and isinstance(n.value, EntityUid))
         return frozenset(u for u in (*scoped, *literals) if u is not None)
+
+    def context_reads(self) -> frozenset[str] | None:
+        """The context attributes the condition reads (`context.a`, `context has a`);
+        None when it uses the context otherwise (compares or passes it whole)."""
+        nodes = walk(self.condition)
+        ctx = Var("context")
+        named = frozenset(n.attr for n in nodes
+                          if isinstance(n, GetAttr | HasAttr) and n.arg == ctx)
+        direct = sum(1 for n in nodes if isinstance(n, GetAttr | HasAttr) and n.arg == ctx)
+        if sum(1 for n in nodes if n == ctx) > direct:
+            return None
+        return named
 
     def __str__(self) -> str:
         return (

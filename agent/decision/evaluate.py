@@ -1,15 +1,16 @@
-"""Cedar evaluation with pre-parsed, sliced policy sets and entities.
+"""Cedar evaluation with pre-parsed, sliced policy sets.
 
 For a request (principal, action, resource), only policies whose scope
 holds can be satisfied: Cedar evaluates a policy as scope && conditions and
 short-circuits, so a policy with a false scope neither permits, forbids nor
 errors. `Evaluator` therefore evaluates the slice of policies the
-`PolicyIndex` admits, against the slice of entities those policies can
-reach (`EntityGraph.closure` of the principal, the resource and every
-entity the policies name). Both slices are parsed once per distinct
-(action, principal, resource) and kept in a bounded cache, so the steady
-state parses nothing. tests/unit/decision/test_slicing.py checks, on
-generated policies and graphs, that the sliced decision and its
+`PolicyIndex` admits. The slice is parsed once per distinct (action,
+principal, resource) and kept in a bounded cache. The entities are parsed
+once per snapshot into one cedarpy handle that every request shares (Cedar
+looks entities up by uid, so a request costs the same against ten entities
+or a hundred thousand); entities a request brings (an unlisted tool) are
+added to a copy for that request. tests/unit/decision/test_slicing.py
+checks, on generated policies and graphs, that the sliced decision and its
 determining policies always equal the full set's.
 
 Default deny: no applicable permit, an error, or no policy at all denies.
@@ -65,7 +66,9 @@ class Verdict:
 class _Slice:
     ids: tuple[str, ...]
     policy_set: cedarpy.PolicySet | None
-    entities: cedarpy.Entities
+    # the context attributes the slice's policies read (None: all): Cedar
+    # parses only these, and the others cannot change the decision
+    context_keys: frozenset[str] | None = None
 
 
 class Evaluator:
@@ -80,7 +83,8 @@ class Evaluator:
         self._sets: dict[tuple[str, ...], cedarpy.PolicySet] = {}
         self._cache_size = cache_size
         self._lock = threading.Lock()
-        self._full: tuple[cedarpy.PolicySet, cedarpy.Entities] | None = None
+        self._entities: cedarpy.Entities | None = None
+        self._full: cedarpy.PolicySet | None = None
 
     def _own(self, req: CedarRequest) -> CedarRequest:
         """The request with only the entities it brings that the snapshot lacks:
@@ -97,21 +101,35 @@ class Evaluator:
             return Verdict(False, (), f"no policy applies to {req.describe()}")
         # Requests are built by request.py/decide.py in the schema's shape (tested in
         # test_schema.py), so the hot path skips Cedar's per-request schema check.
-        result = cedarpy.is_authorized(req.as_cedar(), sl.policy_set, sl.entities,
+        cedar = req.as_cedar()
+        if sl.context_keys is not None and not self.validate_requests:
+            cedar["context"] = {k: v for k, v in req.context.items() if k in sl.context_keys}
+        result = cedarpy.is_authorized(cedar, sl.policy_set, self._entities_for(req),
                                        schema() if self.validate_requests else None)
         return _verdict(result, req, len(sl.ids), self.index.order)
 
     def decide_full(self, req: CedarRequest) -> Verdict:
-        """The same decision on the whole policy set and every entity (no slicing)."""
+        """The same decision on the whole policy set (no slicing), checked by the schema."""
         req = self._own(req)
         if self._full is None:
-            self._full = (self.index.policy_set(), cedarpy.Entities.from_json_str(
-                self.graph.all_json()))
-        policies, entities = self._full
-        if req.extra:
-            entities = entities.with_added_json_str(self.graph.to_json(req.extra, req.extra))
-        result = cedarpy.is_authorized(req.as_cedar(), policies, entities, schema())
+            self._full = self.index.policy_set()
+        result = cedarpy.is_authorized(req.as_cedar(), self._full, self._entities_for(req),
+                                       schema())
         return _verdict(result, req, len(self.index), self.index.order)
+
+    def _entities_for(self, req: CedarRequest) -> cedarpy.Entities:
+        """Every entity of the snapshot, plus what the request brings."""
+        entities = self._entities
+        if entities is None:
+            parsed = cedarpy.Entities.from_json_str(self.graph.all_json())
+            with self._lock:
+                if self._entities is None:
+                    self._entities = parsed
+                entities = self._entities
+        if not req.extra:
+            return entities
+        # `_own` left only entities the snapshot lacks: added to a copy
+        return entities.with_added_json_str(self.graph.to_json(req.extra, req.extra))
 
     def slice_ids(self, req: CedarRequest) -> tuple[str, ...]:
         return self._slice(self._own(req)).ids
@@ -145,13 +163,8 @@ class Evaluator:
         p_anc = self._ancestors(req.principal, req.extra)
         r_anc = self._ancestors(req.resource, req.extra)
         ids = self.index.candidates(req.action, req.principal, p_anc, req.resource, r_anc)
-        roots: set[Uid] = {req.principal, req.resource, ("Action", req.action)}
-        for pid in ids:
-            roots |= self.index.policies[pid].literals
-        uids = self.graph.closure(roots, req.extra)
-        entities = cedarpy.Entities.from_json_str(self.graph.to_json(sorted(uids), req.extra))
         if not ids:
-            return _Slice(ids, None, entities)
+            return _Slice(ids, None)
         with self._lock:
             ps = self._sets.get(ids)
         if ps is None:
@@ -159,7 +172,14 @@ class Evaluator:
             with self._lock:
                 if len(self._sets) < self._cache_size:
                     self._sets[ids] = ps
-        return _Slice(ids, ps, entities)
+        keys: set[str] | None = set()
+        for pid in ids:
+            reads = self.index.policies[pid].context_reads
+            if reads is None or keys is None:
+                keys = None
+            else:
+                keys |= reads
+        return _Slice(ids, ps, None if keys is None else frozenset(keys))
 
 
 def _verdict(result: cedarpy.AuthzResult, req: CedarRequest, evaluated: int,

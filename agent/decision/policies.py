@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cedarpy
 from cedarpy import pst
@@ -35,6 +35,8 @@ class LoadedPolicy:
     source: str  # `file.cedar:line:col`
     template: pst.Template
     literals: frozenset[Uid]  # entities the policy names anywhere
+    # the context attributes its conditions read; None: it uses the context whole
+    context_reads: frozenset[str] | None = None
 
     @property
     def effect(self) -> str:
@@ -92,6 +94,11 @@ class PolicyIndex:
     buckets: dict[str, _Bucket]
     files: tuple[str, ...]
     order: dict[str, int]  # load position, so slices keep the source order
+    # (action, side, entity, its ancestors) -> the policies whose scope on that side holds for
+    # it: a principal or resource meets many of the other, so each side is
+    # worked out once (bounded: one entry per agent or resource and action)
+    _sides: dict[tuple[str, str, Uid, frozenset[Uid]], frozenset[str]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.policies)
@@ -111,16 +118,24 @@ class PolicyIndex:
         bucket = self.buckets.get(action)
         if bucket is None:
             return ()
-        by_p = _gather(bucket.by_principal, principal, p_anc)
-        by_r = _gather(bucket.by_resource, resource, r_anc)
-        pick = by_p & by_r
-        out = []
-        for pid in sorted(pick, key=self.order.__getitem__):
-            t = self.policies[pid].template
-            if scope_admits(t.principal, principal, p_anc) and scope_admits(
-                    t.resource, resource, r_anc):
-                out.append(pid)
-        return tuple(out)
+        pick = (self._side(action, "principal", bucket.by_principal, principal, p_anc)
+                & self._side(action, "resource", bucket.by_resource, resource, r_anc))
+        return tuple(sorted(pick, key=self.order.__getitem__))
+
+    def _side(self, action: str, side: str, index: dict[Uid | None, tuple[str, ...]],
+              uid: Uid, ancestors: frozenset[Uid]) -> frozenset[str]:
+        key = (action, side, uid, ancestors)
+        found = self._sides.get(key)
+        if found is None:
+            found = frozenset(
+                pid for pid in _gather(index, uid, ancestors)
+                if scope_admits(getattr(self.policies[pid].template, side), uid, ancestors))
+            if len(self._sides) < _MAX_SIDES:
+                self._sides[key] = found  # a dict store is atomic under the GIL
+        return found
+
+
+_MAX_SIDES = 1 << 16
 
 
 def _gather(index: dict[Uid | None, tuple[str, ...]], uid: Uid,
@@ -142,8 +157,10 @@ def parse_policies(sources: Iterable[tuple[str, str]], *, validate: bool = True)
     except CompileError as e:
         raise PolicyLoadError(_diagnostics(e)) from e
     by_source: dict[str, dict[int, ParsedPolicy]] = {}
-    for p in loaded.sources:
+    reads: dict[str, frozenset[str] | None] = {}
+    for p, ir in zip(loaded.sources, loaded.policies, strict=True):
         by_source.setdefault(p.source.name, {})[p.local_index] = p
+        reads[p.pid] = ir.context_reads()
     policies: dict[str, LoadedPolicy] = {}
     for name, text in sources:
         ids = by_source.get(name, {})
@@ -155,7 +172,7 @@ def parse_policies(sources: Iterable[tuple[str, str]], *, validate: bool = True)
             t = dataclasses.replace(parsed_t, id=p.pid)
             literals = frozenset(_uid(u) for u in pst.entity_uids(t))
             policies[p.pid] = LoadedPolicy(id=p.pid, source=str(p.location), template=t,
-                                           literals=literals)
+                                           literals=literals, context_reads=reads[p.pid])
     return _index(policies, tuple(name for name, _ in sources))
 
 

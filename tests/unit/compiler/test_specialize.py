@@ -104,3 +104,20 @@ def test_ir_prints(comp: Compilation) -> None:
     text = str(s.ir)
     assert text.splitlines()[0] == 'sandbox default (id 1, principal Agent::"manul:default")'
     assert '  exec:\n    forbid p2: path == "/bin/sh"\n' in text
+
+
+@pytest.mark.parametrize("condition, reads", [
+    ("true", frozenset()),
+    ('context.tool == "x" && context has prompt', frozenset({"tool", "prompt"})),
+    ("context.chain.contains(principal.name)", frozenset({"chain"})),
+    ("context == {}", None),  # the whole context: nothing may be left out
+    ("[context].contains({})", None),
+])
+def test_context_reads_name_what_a_policy_can_see(condition: str, reads: object) -> None:
+    """The decision point hands Cedar only the context attributes the policies
+    it evaluates read; a policy using the context whole gets all of it."""
+    from compiler import load_policies
+
+    text = f"permit (principal, action == Action::\"invokeTool\", resource) when {{ {condition} }};"
+    (pol,) = load_policies([PolicySource("p.cedar", text)], validate=False).policies
+    assert pol.context_reads() == reads
