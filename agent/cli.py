@@ -14,6 +14,7 @@ import sys
 import click
 
 from agent import __version__
+from agent.telemetry.logs import FORMATS, resolve, setup_logging
 
 # name -> (module, attribute, one-line help shown by `manul --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -56,7 +57,12 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="manul")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def cli(verbose: int) -> None:
+@click.option("--log-format", type=click.Choice(FORMATS), default="auto", show_default=True,
+              envvar="MANUL_LOG_FORMAT",
+              help="Logs and `manul run` output: JSON lines (one event per line, never "
+                   "wrapped) or text; auto is JSON when stdout is not a terminal.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, log_format: str) -> None:
     """Manul: kernel-level governance for AI agents.
 
     \b
@@ -65,12 +71,9 @@ def cli(verbose: int) -> None:
       manul run               the node agent (host mode: examples/registry/)
       manul discover          who on this node calls LLM providers
     """
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(
-        level=max(level, logging.DEBUG),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    fmt = resolve(log_format)
+    ctx.obj = {"log_format": fmt}
+    setup_logging(max(logging.WARNING - 10 * verbose, logging.DEBUG), fmt, sys.stderr)
 
 
 def main() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
 from agent.commands._discovery_view import observation_line
@@ -15,6 +15,7 @@ from agent.daemon import Daemon, DaemonConfig
 from agent.discovery.service import Observation
 from agent.errors import ManulError
 from agent.kernel.fs import PIN_ROOT
+from agent.telemetry.logs import Output, resolve
 
 
 @click.command()
@@ -39,8 +40,10 @@ from agent.kernel.fs import PIN_ROOT
 @click.option("--pin-root", type=click.Path(path_type=Path), default=PIN_ROOT, hidden=True,
               envvar="MANUL_PIN_ROOT", help="bpffs directory of the pinned state.")
 @agent_options
-def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, node: str,
-        pods_file: Path | None, trust_domain: str, policies: Path | None, authz_socket: Path,
+@click.pass_context
+def run(ctx: click.Context, registry: Path | None, listen: str, audit_log: str,
+        kubernetes: bool, node: str, pods_file: Path | None, trust_domain: str,
+        policies: Path | None, authz_socket: Path,
         no_sandbox: bool, no_authz: bool, pin_root: Path,
         quarantine_shadow: bool, allow: tuple[str, ...]) -> None:
     """Run Manul's node agent in the foreground until Ctrl-C.
@@ -50,7 +53,7 @@ def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, no
     attributed to its workload and printed, classified `registered`,
     `shadow`, `unattributable` or `governed` (through the gateway).
     """
-    con = Console(highlight=False)
+    out = Output((ctx.obj or {}).get("log_format") or resolve("auto"))
     if registry is None and not kubernetes:
         raise click.UsageError("give --registry DIR (host mode) or --kubernetes (cluster mode)")
     audit = audit_log
@@ -63,9 +66,9 @@ def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, no
                                      sandbox=not no_sandbox, pin_root=pin_root,
                                      authz=not no_authz,
                                      authz_socket=authz_socket),
-                        on_observation=lambda o: _print(con, o))
+                        on_observation=lambda o: _print(out, o))
     except ManulError as e:
-        con.print(f"[red]manul run:[/] {e}")
+        out.event("error", f"[red]manul run:[/] {escape(str(e))}", message=str(e))
         sys.exit(1)
 
     stop_on_signals(daemon.stop_event)
@@ -73,36 +76,56 @@ def run(registry: Path | None, listen: str, audit_log: str, kubernetes: bool, no
     def ready(address: tuple[str, int] | None) -> None:
         reg = daemon.registry()
         where = "the cluster" if kubernetes else f"`{registry}`"
-        con.print(f"[bold]Manul[/] watching TLS handshakes on this host "
-                  f"(registry {where}: {len(reg.agents)} agents, "
-                  f"{len(reg.providers)} extra providers).")
+        fields: dict[str, Any] = {
+            "registry": "kubernetes" if kubernetes else str(registry),
+            "agents": len(reg.agents), "extra_providers": len(reg.providers),
+            "mechanisms": [{"concern": m.concern, "mechanism": m.mechanism,
+                            "degraded": m.note if m.degraded else None}
+                           for m in daemon.mechanisms],
+            "http": f"http://{address[0]}:{address[1]}" if address else None,
+            "audit": audit, "policies": daemon.policy_set.origin}
+        lines = [f"[bold]Manul[/] watching TLS handshakes on this host "
+                 f"(registry {escape(where)}: {len(reg.agents)} agents, "
+                 f"{len(reg.providers)} extra providers)."]
         for m in daemon.mechanisms:
-            note = f"  [yellow]degraded: {m.note}[/]" if m.degraded else ""
-            con.print(f"  {m.concern:<10} {m.mechanism}{note}")
+            note = f"  [yellow]degraded: {escape(m.note)}[/]" if m.degraded else ""
+            lines.append(f"  {m.concern:<10} {escape(m.mechanism)}{note}")
         if address:
-            con.print(f"  http       http://{address[0]}:{address[1]}/metrics, /healthz, "
-                      "/inventory")
-        con.print(f"  audit      {audit}")
-        con.print(f"  policies   {daemon.policy_set.origin}")
+            lines.append(f"  http       http://{address[0]}:{address[1]}/metrics, /healthz, "
+                         "/inventory")
+        lines.append(f"  audit      {escape(audit)}")
+        lines.append(f"  policies   {escape(daemon.policy_set.origin)}")
         if daemon.authz is not None:
             snap = daemon.authz.sources.snapshot
+            fields["ext_authz"] = {"socket": str(authz_socket),
+                                   "policies": len(snap.policies or ()),
+                                   "error": snap.policy_error or None}
             state = (f"{len(snap.policies or ())} policies" if not snap.policy_error
                      else f"[red]not serving: {escape(snap.policy_error)}[/]")
-            con.print(f"  ext_authz  unix:{authz_socket} ({state})")
+            lines.append(f"  ext_authz  unix:{escape(str(authz_socket))} ({state})")
         if daemon.sandbox is not None:
-            st = daemon.sandbox.status().to_json()
-            con.print(f"  sandbox    {len(st.get('bindings', []))} cgroups bound "
-                      "(`manul sandbox status` for details)")
-        con.print("Make an HTTPS call to an LLM provider (e.g. "
-                  "`curl https://api.openai.com/v1/models`) and it appears below. Ctrl-C stops.")
+            bound = len(daemon.sandbox.status().to_json().get("bindings", []))
+            fields["sandbox_bindings"] = bound
+            lines.append(f"  sandbox    {bound} cgroups bound "
+                         "(`manul sandbox status` for details)")
+        lines.append("Make an HTTPS call to an LLM provider (e.g. "
+                     "`curl https://api.openai.com/v1/models`) and it appears below. "
+                     "Ctrl-C stops.")
+        out.event("started", "\n".join(lines), **fields)
 
     try:
         daemon.run(ready=ready)
     except ManulError as e:
-        con.print(f"[red]manul run:[/] {e}")
+        out.event("error", f"[red]manul run:[/] {escape(str(e))}", message=str(e))
         sys.exit(1)
-    con.print(f"stopped: {daemon.discovery.stats.llm} LLM handshakes classified.")
+    n = daemon.discovery.stats.llm
+    out.event("stopped", f"stopped: {n} LLM handshakes classified.", llm_handshakes=n)
 
 
-def _print(con: Console, o: Observation) -> None:
-    con.print(observation_line(o))
+def _print(out: Output, o: Observation) -> None:
+    hs = o.handshake
+    out.event("observation", observation_line(o), classification=str(o.classification),
+              workload=o.workload.name if o.workload else None, cgroup_id=hs.cgroup_id,
+              provider=o.match.provider, sni=o.sni, destination=f"{hs.dst}:{hs.dport}",
+              pid=hs.tgid, process=o.exe, ja4=o.ja4, new=o.first_of_pair,
+              reason=o.verdict.reason)

@@ -77,7 +77,8 @@ class Agent:
 
     def __init__(self, tmp: Path, registry: Path, pin_root: Path, *extra: str) -> None:
         self.socket = str(tmp / "run" / "authz.sock")
-        env = dict(os.environ, COLUMNS="250", TERM="dumb", MANUL_PIN_ROOT=str(pin_root))
+        env = dict(os.environ, TERM="dumb", MANUL_PIN_ROOT=str(pin_root),
+                   MANUL_LOG_FORMAT="text")  # the text a person reads (JSON: test_run.py)
         self.proc = subprocess.Popen(
             [MANUL, "run", "--registry", str(registry), "--policies",
              str(ROOT / "examples" / "policies"), "--listen", "127.0.0.1:0",

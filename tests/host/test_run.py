@@ -3,24 +3,30 @@
 The real entry point runs in a subprocess; a real HTTPS call from a shell
 (curl, resolved to a local TLS server) must appear, classified, on its
 output; /healthz, /metrics and /inventory answer; Ctrl-C stops it cleanly.
+Its stdout is a pipe, as under a DaemonSet, so the output is JSON lines
+(`--log-format auto`): every line of stdout and stderr must be one JSON
+object, the banner a `started` event, the call an `observation`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.support import ROOT
 from tests.tls_support import TlsServer
 
 
-def _wait_for(proc: subprocess.Popen[str], pattern: str, timeout: float) -> str:
+def _wait_for(proc: subprocess.Popen[str], kind: str, timeout: float,
+              match: Callable[[dict[str, Any]], bool] = lambda e: True) -> dict[str, Any]:
+    """The next stdout event of `kind` that `match`es; every line must be JSON."""
     assert proc.stdout is not None
     end = time.monotonic() + timeout
     seen = []
@@ -29,21 +35,27 @@ def _wait_for(proc: subprocess.Popen[str], pattern: str, timeout: float) -> str:
         if not line:
             break
         seen.append(line)
-        if re.search(pattern, line):
-            return line
-    raise AssertionError(f"`{pattern}` never appeared; output was:\n{''.join(seen)}")
+        event = json.loads(line)  # one JSON object per line, never wrapped
+        assert isinstance(event, dict) and "time" in event, line
+        if event.get("event") == kind and match(event):
+            return event
+    raise AssertionError(f"no `{kind}` event; output was:\n{''.join(seen)}")
 
 
 def test_manul_run_shows_a_shell_https_call(tmp_path: Path) -> None:
     audit = tmp_path / "audit.jsonl"
-    env = dict(os.environ, COLUMNS="250", TERM="dumb")
+    env = {k: v for k, v in os.environ.items() if k != "MANUL_LOG_FORMAT"}
+    stderr = (tmp_path / "stderr.log").open("w")
     proc = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "manul"), "run", "--registry",
+        [str(ROOT / ".venv" / "bin" / "manul"), "-v", "run", "--registry",
          str(ROOT / "examples" / "registry"), "--listen", "127.0.0.1:19464",
          "--audit-log", str(audit)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     try:
-        _wait_for(proc, r"Ctrl-C stops", 60)
+        started = _wait_for(proc, "started", 60)
+        assert {"concern": "tls", "mechanism": "cgroup_skb/egress", "degraded": None} \
+            in started["mechanisms"]
+        assert started["http"] == "http://127.0.0.1:19464" and started["agents"] >= 1
         with TlsServer(tmp_path, ["api.openai.com"]) as srv:
             t0 = time.monotonic()
             r = subprocess.run(
@@ -52,9 +64,11 @@ def test_manul_run_shows_a_shell_https_call(tmp_path: Path) -> None:
                              f"https://api.openai.com:{srv.port}/v1/models"],
                 capture_output=True, text=True, timeout=30, check=False)
             assert r.returncode == 0, r.stderr
-            line = _wait_for(proc, r"openai \(api\.openai\.com", 10)
-            print(f"classified line after {time.monotonic() - t0:.3f} s: {line.strip()}")
-        assert re.search(r"\b(shadow|registered)\b", line) and "curl" in line
+            seen = _wait_for(proc, "observation", 10,
+                             lambda e: e["provider"] == "openai"
+                             and e["sni"] == "api.openai.com")
+            print(f"classified after {time.monotonic() - t0:.3f} s: {seen}")
+        assert seen["classification"] in ("shadow", "registered") and "curl" in seen["process"]
         deadline = time.monotonic() + 5
         while True:  # the kernel counters are exported once a second
             with urllib.request.urlopen("http://127.0.0.1:19464/healthz", timeout=5) as resp:
@@ -75,8 +89,13 @@ def test_manul_run_shows_a_shell_https_call(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
+        stderr.close()
     assert proc.returncode == 0, out
-    assert "LLM handshakes classified" in out
+    events = [json.loads(x) for x in out.splitlines()]
+    assert events[-1]["event"] == "stopped" and events[-1]["llm_handshakes"] >= 1
+    logs = [json.loads(x) for x in (tmp_path / "stderr.log").read_text().splitlines()]
+    assert logs, "with -v the agent logs what it starts"
+    assert all({"time", "level", "logger", "message"} <= rec.keys() for rec in logs)
     records = [json.loads(x) for x in audit.read_text().splitlines()]
     assert any(r["kind"] == "llm-provider-first-seen" and r["provider"] == "openai"
                for r in records)
