@@ -227,6 +227,8 @@ class Daemon:
                 self.audit.close()
             if isinstance(self.pods, KubePods):
                 self.pods.stop()
+            if isinstance(self.source, KubeSource):
+                self.source.stop()
 
     def _loop(self, sensor: TlsSensor) -> None:
         last_poll = time.monotonic()

@@ -2,19 +2,25 @@
 
 Same model and same interface as the host backend (`FileSource`): a
 `registry` snapshot and `poll()` that swaps in a new one when something
-changed, keeping the previous snapshot when the new one is invalid. It
-lists each kind with the `kubernetes` client's `CustomObjectsApi` (all
-namespaces) and compares the lists' resourceVersions, so an unchanged
-cluster costs one list call per kind and no parsing. The CRDs are in
-`charts/manul/crds/`.
+changed, keeping the previous snapshot when the new one is invalid. Each
+kind is listed once (at start, synchronously, so a missing CRD is an error
+at once) and then watched (`informer.Informer`: bookmarks, a relist only
+after 410 Gone): events update one shared cache, and `poll()` parses the
+cache only when an event changed it. An idle cluster costs each node one
+open watch per kind and no requests. The CRDs are in `charts/manul/crds/`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from agent.errors import ManulError, RegistryError
+from agent.registry.informer import Informer
 from agent.registry.model import API_VERSION, Record
 from agent.registry.parse import parse_record
 from agent.registry.registry import Registry
@@ -58,52 +64,83 @@ def _custom_api() -> Any:
 class KubeSource:
     """Registry records from the API server; `api` is a `CustomObjectsApi`."""
 
-    def __init__(self, api: Any = None) -> None:
+    def __init__(self, api: Any = None, *, watch: bool = True, watch_seconds: int = 300,
+                 retry_seconds: float = 1.0) -> None:
         self.api = api if api is not None else _custom_api()
-        self._versions: dict[str, str] = {}
         self.last_error: str | None = None
-        self.registry = self._load()
-
-    def _list(self, kind: str) -> tuple[str, list[dict[str, Any]]]:
+        self._lock = threading.Lock()
+        self._items: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in PLURALS}
+        self._dirty = False
+        self.informers = {
+            kind: Informer(f"{plural}.{GROUP}", self.api.list_cluster_custom_object,
+                           on_list=functools.partial(self._on_list, kind),
+                           on_event=functools.partial(self._on_event, kind),
+                           watch_seconds=watch_seconds, retry_seconds=retry_seconds,
+                           group=GROUP, version=VERSION, plural=plural)
+            for kind, plural in PLURALS.items()}
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
-        try:
-            doc = self.api.list_cluster_custom_object(GROUP, VERSION, PLURALS[kind])
-        except ApiException as e:
-            if e.status == 404:
-                raise RegistryError(
-                    f"the `{PLURALS[kind]}.{GROUP}` CRD is not installed; install the chart's "
-                    "CRDs (charts/manul/crds/)") from e
-            raise RegistryError(f"cannot list {PLURALS[kind]}.{GROUP}: {e.status} "
-                                f"{e.reason}") from e
-        except OSError as e:
-            raise RegistryError(f"cannot reach the API server: {e}") from e
-        items = doc.get("items", [])
-        return str(doc.get("metadata", {}).get("resourceVersion", "")), items
+        for kind, inf in self.informers.items():
+            try:
+                inf.list_now()
+            except (ApiException, HTTPError, OSError, ValueError) as e:
+                raise _list_error(kind, e) from e
+        self.registry = self._build()
+        if watch:
+            for inf in self.informers.values():
+                inf.start()
 
-    def _load(self) -> Registry:
+    def stop(self, timeout: float = 1.0) -> None:
+        for inf in self.informers.values():
+            inf.stop(0)
+        end = time.monotonic() + timeout
+        for inf in self.informers.values():
+            inf.stop(max(0.0, end - time.monotonic()))
+
+    # -- the cache ------------------------------------------------------------
+
+    def _on_list(self, kind: str, doc: Mapping[str, Any]) -> None:
+        items = {_key(item): item for item in doc.get("items") or []}
+        with self._lock:
+            if items != self._items[kind]:
+                self._items[kind] = items
+                self._dirty = True
+
+    def _on_event(self, kind: str, event: Mapping[str, Any]) -> None:
+        obj = event.get("raw_object", event.get("object"))
+        if not isinstance(obj, dict):
+            return
+        with self._lock:
+            if event.get("type") == "DELETED":
+                self._dirty |= self._items[kind].pop(_key(obj), None) is not None
+            elif event.get("type") in ("ADDED", "MODIFIED"):
+                self._items[kind][_key(obj)] = obj
+                self._dirty = True
+
+    def _build(self) -> Registry:
+        with self._lock:
+            snapshot = {kind: list(items.values()) for kind, items in self._items.items()}
+            self._dirty = False
         records: list[Record] = []
-        versions: dict[str, str] = {}
         for kind, plural in PLURALS.items():
-            version, items = self._list(kind)
-            versions[kind] = version
-            for item in items:
+            for item in sorted(snapshot[kind], key=_key):
                 obj = {"apiVersion": API_VERSION, "kind": kind, **item}
                 meta = obj.get("metadata", {})
                 where = f"{plural}.{GROUP}/{meta.get('namespace', '')}/" \
                         f"{meta.get('name', '?')}".replace("//", "/")
                 records.append(parse_record(obj, where))
-        reg = Registry.build(records)
-        self._versions = versions
-        return reg
+        return Registry.build(records)
+
+    # -- the interface ----------------------------------------------------------
 
     def poll(self) -> bool:
-        """Reload when any kind changed. True when a new snapshot is in force."""
+        """Swap in a new snapshot when a watch event changed the cache. True when
+        a new snapshot is in force; an invalid one keeps the previous (and says why)."""
+        if not self._dirty:
+            return False
         try:
-            current = {kind: self._list(kind)[0] for kind in PLURALS}
-            if current == self._versions:
-                return False
-            new = self._load()
+            new = self._build()
         except RegistryError as e:
             self.last_error = str(e)
             log.error("registry reload from the cluster failed, keeping the previous one: %s",
@@ -112,3 +149,27 @@ class KubeSource:
         self.last_error = None
         self.registry = new
         return True
+
+    def requests(self) -> dict[str, int]:
+        """Lists and watches opened so far, per kind (for tests and /healthz)."""
+        return {f"{k}.lists": i.lists for k, i in self.informers.items()} | {
+            f"{k}.watches": i.watches for k, i in self.informers.items()}
+
+
+def _key(item: Mapping[str, Any]) -> str:
+    meta = item.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def _list_error(kind: str, e: Exception) -> RegistryError:
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(e, ApiException):
+        if e.status == 404:
+            return RegistryError(
+                f"the `{PLURALS[kind]}.{GROUP}` CRD is not installed; install the chart's "
+                "CRDs (charts/manul/crds/)")
+        return RegistryError(f"cannot list {PLURALS[kind]}.{GROUP}: {e.status} {e.reason}")
+    if isinstance(e, OSError):
+        return RegistryError(f"cannot reach the API server: {e}")
+    return RegistryError(f"cannot list {PLURALS[kind]}.{GROUP}: {e}")

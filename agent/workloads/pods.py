@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import yaml
 
 from agent.errors import WorkloadError
+from agent.registry.informer import Informer
 from agent.textfile import read_text
 
 log = logging.getLogger(__name__)
@@ -193,10 +194,10 @@ class StaticPods:
 
 
 class KubePods:
-    """This node's pods from the API server: list, then watch, relist when the watch expires.
+    """This node's pods from the API server: list, then watch (`Informer`).
 
-    `start()` runs the loop on a daemon thread; `synced` is set after the first
-    list. Every watch event goes through `apply_event` (the same dict the
+    `start()` runs the informer on a daemon thread; `synced` is set after the
+    first list. Every watch event goes through `apply_event` (the same dict the
     `kubernetes` client's `Watch.stream` yields: `type`, `object`, `raw_object`),
     and every list through `apply_list`; `raw_object` is read, so the model
     objects are never needed. Deleted pods stay answerable for a while
@@ -212,15 +213,11 @@ class KubePods:
         self.node = node
         self.field_selector = f"spec.nodeName={node}"
         self.synced = threading.Event()
-        self.errors = 0
-        self.last_error = ""
         self._api = api
         self._index = PodIndex(keep_deleted)
         self._watch_seconds = watch_seconds
         self._retry = retry_seconds
-        self._stop = threading.Event()
-        self._watch: Any = None
-        self._thread: threading.Thread | None = None
+        self._informer: Informer | None = None
         self._resource_version = ""
 
     def __len__(self) -> int:
@@ -228,6 +225,14 @@ class KubePods:
 
     def pod_by_uid(self, uid: str) -> PodInfo | None:
         return self._index.get(uid)
+
+    @property
+    def errors(self) -> int:
+        return self._informer.errors if self._informer is not None else 0
+
+    @property
+    def last_error(self) -> str:
+        return self._informer.last_error if self._informer is not None else ""
 
     # -- the path from API responses to the index (production and tests) ----
 
@@ -238,6 +243,7 @@ class KubePods:
                             for i, item in enumerate(items))
         meta = pod_list.get("metadata") or {}
         self._resource_version = str(meta.get("resourceVersion") or "")
+        self.synced.set()
         return self._resource_version
 
     def apply_event(self, event: Mapping[str, Any]) -> None:
@@ -265,70 +271,20 @@ class KubePods:
     # -- the thread ----------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
+        if self._informer is not None:
             return
         if self._api is None:
             self._api = _core_api()
-        self._thread = threading.Thread(target=self._run, name="manul-kubepods", daemon=True)
-        self._thread.start()
+        self._informer = Informer(
+            f"pods on {self.node}", self._api.list_pod_for_all_namespaces,
+            on_list=self.apply_list, on_event=self.apply_event,
+            watch_seconds=self._watch_seconds, retry_seconds=self._retry,
+            field_selector=self.field_selector)
+        self._informer.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        w = self._watch
-        if w is not None:
-            w.stop()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
-        while not self._stop.is_set():
-            try:
-                self._list()
-                self.synced.set()
-                while not self._stop.is_set():
-                    self._watch_once()
-            except ApiException as e:
-                if e.status != 410:  # 410 Gone: the watch expired, relist at once
-                    self._failed(f"api server: {e.status} {e.reason}")
-            except (HTTPError, OSError, ValueError, WorkloadError) as e:
-                self._failed(str(e))
-
-    def _failed(self, why: str) -> None:
-        self.errors += 1
-        self.last_error = why
-        log.warning("pod list/watch for node `%s` failed: %s; retrying", self.node, why)
-        self._stop.wait(self._retry)
-
-    def _list(self) -> None:
-        resp = self._api.list_pod_for_all_namespaces(field_selector=self.field_selector,
-                                                     _preload_content=False)
-        try:
-            self.apply_list(json.loads(resp.data))
-        finally:
-            resp.release_conn()
-
-    def _watch_once(self) -> None:
-        from kubernetes import watch
-
-        w = watch.Watch()  # type: ignore[no-untyped-call]
-        self._watch = w
-        try:
-            events = w.stream(  # type: ignore[no-untyped-call]
-                self._api.list_pod_for_all_namespaces,
-                field_selector=self.field_selector,
-                resource_version=self._resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=self._watch_seconds,
-            )
-            for event in events:
-                self.apply_event(event)
-                if self._stop.is_set():
-                    break
-        finally:
-            self._watch = None
+        if self._informer is not None:
+            self._informer.stop(timeout)
 
 
 def _core_api() -> Any:
