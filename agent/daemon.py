@@ -47,6 +47,7 @@ from agent.registry.policyset import (
     CachedPolicySet,
     PolicyFolder,
     PolicyRecords,
+    PolicySet,
     PolicySetSource,
 )
 from agent.sandbox.service import SandboxService
@@ -82,6 +83,22 @@ class DaemonConfig:
         """Serve ext_authz: with a policy folder, and in cluster mode (its Policy
         records), unless turned off."""
         return self.authz and (self.policies is not None or self.kubernetes)
+
+
+def changes(before: dict[str, str], after: dict[str, str]) -> dict[str, list[str]]:
+    """Names added, removed and changed between two readings (records, files)."""
+    return {"added": sorted(after.keys() - before.keys()),
+            "removed": sorted(before.keys() - after.keys()),
+            "changed": sorted(k for k in before.keys() & after.keys() if before[k] != after[k])}
+
+
+def _files(ps: PolicySet | None) -> dict[str, str]:
+    if ps is None:
+        return {}
+    out = {s.name: s.text for s in ps.sources}
+    if ps.entities is not None:
+        out[ps.entities.name] = ps.entities.text
+    return out
 
 
 class Daemon:
@@ -121,7 +138,8 @@ class Daemon:
         # The one policy set: both enforcement points read this one reading.
         source: PolicySetSource = (PolicyFolder(config.policies) if config.policies is not None
                                    else PolicyRecords(self.registry))
-        self.policy_set = CachedPolicySet(source)
+        self.policy_set = CachedPolicySet(source, on_change=self._policies_changed,
+                                          on_error=self._policies_failed)
         self.sandbox = (SandboxService(self.registry, self.resolver, self.audit,
                                        policies=self.policy_set, root=config.pin_root)
                         if config.sandbox else None)
@@ -243,12 +261,46 @@ class Daemon:
             now = time.monotonic()
             if now - last_poll >= 1.0:
                 last_poll = now
-                if self.source.poll() and self.quarantine is not None:
+                if self._poll_registry() and self.quarantine is not None:
                     self.quarantine.set_allowed(self._gateway_allow())
                 self.resolver.refresh()
                 self.sync_facts()
                 self._export_counters(sensor)
         self._export_counters(sensor)  # the last second's counts, for whoever reports them
+
+    # -- the audit trail of what the agent enforces ------------------------------
+
+    def _registry_origin(self) -> str:
+        return "kubernetes" if self.config.kubernetes else f"folder `{self.config.registry}`"
+
+    def _poll_registry(self) -> bool:
+        """Reload the registry; audit a new snapshot (what changed, digests before
+        and after) or a failed reload (the snapshot in force stays)."""
+        before, error = self.source.registry, self.source.last_error
+        changed = self.source.poll()
+        if self.audit is None:
+            return changed
+        if changed:
+            after = self.source.registry
+            self.audit.write("registry-reloaded", source=self._registry_origin(),
+                             digest_before=before.digest(), digest_after=after.digest(),
+                             **changes(before.contents(), after.contents()))
+        elif self.source.last_error and self.source.last_error != error:
+            self.audit.write("registry-reload-failed", source=self._registry_origin(),
+                             error=self.source.last_error, digest_in_force=before.digest())
+        return changed
+
+    def _policies_changed(self, previous: PolicySet | None, new: PolicySet) -> None:
+        if self.audit is None:
+            return
+        self.audit.write("policy-set-loaded", source=new.origin,
+                         digest_before=previous.digest() if previous is not None else None,
+                         digest_after=new.digest(), files=len(new),
+                         **changes(_files(previous), _files(new)))
+
+    def _policies_failed(self, message: str) -> None:
+        if self.audit is not None:
+            self.audit.write("policy-set-failed", source=self.policy_set.origin, error=message)
 
     def sync_facts(self) -> None:
         """The decision point's `context.quarantined`, from the pinned quarantine

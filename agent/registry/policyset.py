@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, ManulError
 from agent.registry.registry import Registry
 from agent.textfile import read_text
 from compiler import EntitiesSource, PolicySource
@@ -161,12 +161,19 @@ class CachedPolicySet:
     """A source read once per change, whoever asks: the agent's sandbox service
     and decision point share one, so both enforce the same reading."""
 
-    def __init__(self, source: PolicySetSource) -> None:
+    def __init__(self, source: PolicySetSource, *,
+                 on_change: Callable[[PolicySet | None, PolicySet], None] | None = None,
+                 on_error: Callable[[str], None] | None = None) -> None:
+        """`on_change(previous, new)`: a new reading (its digest differs);
+        `on_error(message)`: a reading failed (once per distinct message)."""
         self.source = source
         self.origin = source.origin
+        self.on_change = on_change
+        self.on_error = on_error
         self._lock = threading.Lock()
         self._stamp: Hashable = None
         self._set: PolicySet | None = None
+        self._error = ""
 
     def stamp(self) -> Hashable:
         return self.source.stamp()
@@ -175,6 +182,17 @@ class CachedPolicySet:
         stamp = self.source.stamp()
         with self._lock:
             if self._set is None or stamp != self._stamp:
-                self._set = self.source.load()  # an error is raised, never cached
+                previous = self._set
+                try:
+                    self._set = self.source.load()  # an error is raised, never cached
+                except ManulError as e:
+                    if str(e) != self._error and self.on_error is not None:
+                        self.on_error(str(e))
+                    self._error = str(e)
+                    raise
                 self._stamp = stamp
+                self._error = ""
+                if self.on_change is not None and (
+                        previous is None or previous.digest() != self._set.digest()):
+                    self.on_change(previous, self._set)
             return self._set

@@ -7,7 +7,9 @@ reader always sees one consistent set of records.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -67,6 +69,25 @@ class Registry:
             policies=of("Policy"),  # type: ignore[arg-type]
         )
         return reg
+
+    # -- what changed -------------------------------------------------------
+
+    def contents(self) -> dict[str, str]:
+        """`<Kind>/<key>` -> the record as read (where it was read from left out),
+        so two snapshots compare by what they say."""
+        out: dict[str, str] = {}
+        records: tuple[Record, ...] = (*self.agents, *self.services, *self.providers,
+                                       *self.mcp_servers, *self.policies)
+        for rec in records:
+            plain = dataclasses.replace(rec, meta=dataclasses.replace(rec.meta, source=""))
+            out[f"{rec.kind}/{rec.meta.key}"] = repr(plain)
+        return out
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for k, v in sorted(self.contents().items()):
+            h.update(f"{k}\0{v}\0".encode())
+        return h.hexdigest()
 
     # -- lookups -----------------------------------------------------------
 

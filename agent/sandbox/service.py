@@ -61,6 +61,8 @@ class Change:
     target: str
     what: str  # applied | rebound | unbound | failed
     detail: str
+    digest_before: str | None = None  # the inputs digest of the generation replaced
+    digest_after: str | None = None  # ... and of the one now in force
 
 
 class SandboxService:
@@ -83,6 +85,7 @@ class SandboxService:
         self.maps: SandboxMaps | None = None
         self.trail: AuditTrail | None = None
         self.errors: dict[str, str] = {}  # target -> why its new inputs are not enforced
+        self._reported: dict[str, str] = {}  # failures audited, until they change
         self._next = 0.0
         self._hosts_of: dict[str, tuple[str, ...]] = {}  # sources digest -> host names
 
@@ -159,6 +162,13 @@ class SandboxService:
         for c in changes:
             if c.what != "failed":
                 log.info("sandbox %s: %s %s", c.target, c.what, c.detail)
+            if self.audit is not None and (c.what != "failed" or
+                                           self._reported.get(c.target) != c.detail):
+                self.audit.write("sandbox-change", target=c.target, change=c.what,
+                                 detail=c.detail, digest_before=c.digest_before,
+                                 digest_after=c.digest_after)
+        # a failure is audited once, until it changes or the target recovers
+        self._reported = {c.target: c.detail for c in changes if c.what == "failed"}
         return changes
 
     def _converge(self, maps: SandboxMaps, a: Assignment, bindings: dict[int, M.Binding],
@@ -188,14 +198,17 @@ class SandboxService:
                 for r in new:
                     M.bind(maps, M.Binding(r.id, sid, flags, r.level, r.path, a.target, stamp))
                 return Change(a.target, "rebound",
-                              f"{len(new)} new cgroups on generation {m.generation}")
+                              f"{len(new)} new cgroups on generation {m.generation}",
+                              digest, digest)
         sandbox = select(compile_all(inputs, only={a.principal}), a.principal)
         res: Applied = apply_sandbox(maps, sandbox, target=a.target, cgroups=a.cgroups,
                                      mode=a.mode, digest=digest)
         self.errors.pop(a.target, None)
+        before = meta[next(iter(current))].digest if len(current) == 1 and \
+            next(iter(current)) in meta else None
         return Change(a.target, "applied",
                       f"generation {res.generation} ({res.npaths} path, {res.nnet} network "
-                      f"entries) on {len(res.cgroups)} cgroups")
+                      f"entries) on {len(res.cgroups)} cgroups", before, digest)
 
     def close(self) -> None:
         """Stop managing; everything pinned stays in force."""

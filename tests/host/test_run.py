@@ -120,3 +120,55 @@ def test_healthz_answers_for_the_embedded_decision_point(tmp_path: Path) -> None
         assert code == 503 and body["authz"]["socket"]["accepting"] is False
     finally:
         d.authz.stop()
+
+
+def test_reloads_of_registry_and_policies_are_audited(tmp_path: Path) -> None:
+    """What the agent enforces changes only with an audit record: which
+    records or files changed, and digests of what was and is in force; a
+    reload that fails says why (the previous reading stays)."""
+    import shutil
+
+    from agent.daemon import Daemon, DaemonConfig
+
+    reg, pol = tmp_path / "registry", tmp_path / "policies"
+    shutil.copytree(ROOT / "examples" / "registry", reg)
+    shutil.copytree(ROOT / "examples" / "policies", pol)
+    audit = tmp_path / "audit.jsonl"
+    d = Daemon(DaemonConfig(registry=reg, listen="", sandbox=False, authz=False,
+                            policies=pol, audit_log=str(audit)))
+
+    def records(kind: str) -> list[dict[str, Any]]:
+        return [r for r in map(json.loads, audit.read_text().splitlines()) if r["kind"] == kind]
+
+    try:
+        d.policy_set.load()
+        (loaded,) = records("policy-set-loaded")
+        assert loaded["digest_before"] is None and loaded["digest_after"]
+        assert "entities.json" in loaded["added"] and loaded["files"] >= 1
+        d.policy_set.load()  # nothing changed: nothing audited
+        assert len(records("policy-set-loaded")) == 1
+        # a policy file changes
+        first = sorted(pol.glob("*.cedar"))[0]
+        first.write_text(first.read_text() + "\n// reviewed\n")
+        os.utime(first, (time.time() + 5, time.time() + 5))
+        d.policy_set.load()
+        second = records("policy-set-loaded")[-1]
+        assert second["changed"] == [first.name] and second["added"] == []
+        assert second["digest_before"] == loaded["digest_after"] != second["digest_after"]
+        # a registry record changes, then a reload fails
+        agents = reg / "agents.yaml"
+        agents.write_text(agents.read_text().replace("riskLevel: low", "riskLevel: high", 1))
+        os.utime(agents, (time.time() + 10, time.time() + 10))
+        assert d._poll_registry()
+        (reloaded,) = records("registry-reloaded")
+        assert reloaded["changed"] and all(k.startswith("Agent/") for k in reloaded["changed"])
+        assert reloaded["digest_before"] != reloaded["digest_after"]
+        agents.write_text("kind: [\n")
+        os.utime(agents, (time.time() + 15, time.time() + 15))
+        assert not d._poll_registry()
+        (failed,) = records("registry-reload-failed")
+        assert "agents.yaml" in failed["error"]
+        assert failed["digest_in_force"] == reloaded["digest_after"]
+    finally:
+        if d.audit is not None:
+            d.audit.close()

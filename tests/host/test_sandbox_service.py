@@ -158,12 +158,24 @@ def test_service_follows_registry_and_dns(make_cgroup: Any, pin_root: Path,
             assert "do not compile" in svc.errors["agent:analyst-1"]
             assert svc.status().generation == generation
             assert connect(w, "127.0.0.2") == REFUSED
+            assert [c.what for c in svc.reconcile()] == ["failed"]  # audited once (below)
             # the agent leaves the registry: its cgroup is unbound
             registry["now"] = Registry()
             changes = svc.reconcile()
             assert [c.what for c in changes] == ["unbound"]
             assert connect(w, "127.0.0.2") == 0
             assert svc.status().bindings == ()
+            # every change of what is enforced is in the audit log, with digests
+            # of the inputs replaced and now in force; a failure once
+            recs = [r for r in map(json.loads, audit_path.read_text().splitlines())
+                    if r["kind"] == "sandbox-change"]
+            assert [(r["change"], r["target"]) for r in recs] == [
+                ("applied", "agent:analyst-1"), ("applied", "agent:analyst-1"),
+                ("failed", "agent:analyst-1"), ("unbound", "")]
+            first, second = recs[0], recs[1]
+            assert first["digest_before"] is None and first["digest_after"]
+            assert second["digest_before"] == first["digest_after"] != second["digest_after"]
+            assert "do not compile" in recs[2]["detail"]
     finally:
         svc.close()
         audit.close()
