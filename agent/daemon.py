@@ -52,7 +52,7 @@ from agent.registry.policyset import (
 )
 from agent.sandbox.service import SandboxService
 from agent.telemetry import metrics
-from agent.telemetry.audit import AuditLog
+from agent.telemetry.audit import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, AuditLog
 from agent.telemetry.http import HttpServer
 from agent.workloads import KubePods, PodSource, StaticPods, WorkloadResolver
 
@@ -64,6 +64,8 @@ class DaemonConfig:
     registry: Path | None  # a folder of YAML (host mode); None with `kubernetes`
     listen: str = "127.0.0.1:9464"  # "" for no HTTP endpoint
     audit_log: str | None = None  # None: stdout is the console; audit goes to a file or off
+    audit_max_bytes: int = DEFAULT_MAX_BYTES  # rotated past this size
+    audit_backups: int = DEFAULT_BACKUPS  # rotated files kept
     quarantine_shadow: bool = False
     quarantine_allow: list[str] = field(default_factory=list)
     trust_domain: str = "cluster.local"
@@ -125,7 +127,8 @@ class Daemon:
             pods = StaticPods.from_file(config.pods_file)
         self.pods = pods
         self.resolver = WorkloadResolver(pods=pods, trust_domain=config.trust_domain)
-        self.audit = AuditLog(config.audit_log) if config.audit_log else None
+        self.audit = (AuditLog(config.audit_log, max_bytes=config.audit_max_bytes,
+                               backups=config.audit_backups) if config.audit_log else None)
         for network in config.quarantine_allow:
             addr_key(network)  # ConfigError now, before anything is loaded or pinned
         self.quarantine = Quarantine(root=config.pin_root) if config.quarantine_shadow else None

@@ -61,3 +61,17 @@ def stop_on_signals(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """`100M`, `512K`, `1G` or bytes; at least 4 KiB."""
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in _UNITS and text[-1:] else ""
+    number = text[: len(text) - len(unit)]
+    if not number.isdigit() or int(number) * _UNITS[unit] < 4096:
+        raise click.BadParameter(f"`{value}`: give a size of at least 4K, e.g. 100M")
+    return int(number) * _UNITS[unit]
+

@@ -10,11 +10,12 @@ import click
 from rich.markup import escape
 
 from agent.commands._discovery_view import observation_line
-from agent.commands._options import agent_options, stop_on_signals
+from agent.commands._options import agent_options, parse_size, stop_on_signals
 from agent.daemon import Daemon, DaemonConfig
 from agent.discovery.service import Observation
 from agent.errors import ManulError
 from agent.kernel.fs import PIN_ROOT
+from agent.telemetry.audit import DEFAULT_BACKUPS
 from agent.telemetry.logs import Output, resolve
 
 
@@ -25,6 +26,10 @@ from agent.telemetry.logs import Output, resolve
               help="Address of /metrics, /healthz and /inventory (empty to disable).")
 @click.option("--audit-log", default="/var/log/manul/audit.jsonl", show_default=True,
               help="Audit log (JSON lines); `-` writes it to stdout.")
+@click.option("--audit-max-size", default="100M", show_default=True, callback=parse_size,
+              help="Rotate the audit log past this size (K, M, G: binary units).")
+@click.option("--audit-backups", type=click.IntRange(0, 100), default=DEFAULT_BACKUPS,
+              show_default=True, help="Rotated audit files kept (`audit.jsonl.1`, ...).")
 @click.option("--policies", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="The policy set: a folder of .cedar files (and entities.json). The kernel "
                    "enforces it for sandboxed agents; Envoy ext_authz is answered from it on "
@@ -42,7 +47,8 @@ from agent.telemetry.logs import Output, resolve
 @agent_options
 @click.pass_context
 def run(ctx: click.Context, registry: Path | None, listen: str, audit_log: str,
-        kubernetes: bool, node: str, pods_file: Path | None, trust_domain: str,
+        audit_max_size: int, audit_backups: int, kubernetes: bool, node: str,
+        pods_file: Path | None, trust_domain: str,
         policies: Path | None, authz_socket: Path,
         no_sandbox: bool, no_authz: bool, pin_root: Path,
         quarantine_shadow: bool, allow: tuple[str, ...]) -> None:
@@ -59,6 +65,8 @@ def run(ctx: click.Context, registry: Path | None, listen: str, audit_log: str,
     audit = audit_log
     try:
         daemon = Daemon(DaemonConfig(registry=registry, listen=listen, audit_log=audit,
+                                     audit_max_bytes=audit_max_size,
+                                     audit_backups=audit_backups,
                                      quarantine_shadow=quarantine_shadow,
                                      quarantine_allow=list(allow), kubernetes=kubernetes,
                                      node=node, pods_file=pods_file,

@@ -1,10 +1,13 @@
 """The audit log: one JSON object per line, one line per auditable event.
 
 Sandbox denials, newly seen (workload, provider) pairs and authorization
-decisions all go through `AuditLog.write`. Records carry `time`, `node`,
-`kind` and whatever fields the caller gives; the writer adds nothing else
-and never raises into the caller's hot path (an I/O error is counted and
-logged once).
+decisions all go through `AuditLog.write`. Records carry `time`, `node`
+(`NODE_NAME` from the downward API, else the host name), `kind` and
+whatever fields the caller gives; the writer adds nothing else and never
+raises into the caller's hot path (an I/O error is counted and logged
+once). A file log is rotated by size: past `max_bytes` the file becomes
+`<path>.1` (the older ones shift up, the oldest past `backups` is
+deleted), so the log never holds more than `max_bytes * (backups + 1)`.
 """
 
 from __future__ import annotations
@@ -22,34 +25,81 @@ from typing import Any, TextIO
 log = logging.getLogger(__name__)
 
 
+DEFAULT_MAX_BYTES = 100 << 20
+DEFAULT_BACKUPS = 4
+
+
 class AuditLog:
-    def __init__(self, path: str | Path | None = None, node: str | None = None) -> None:
-        """`path=None` writes to stdout; `"-"` too."""
-        self.node = node or socket.gethostname()
+    def __init__(self, path: str | Path | None = None, node: str | None = None, *,
+                 max_bytes: int = DEFAULT_MAX_BYTES, backups: int = DEFAULT_BACKUPS) -> None:
+        """`path=None` writes to stdout; `"-"` too (never rotated)."""
+        if max_bytes < 4096 or backups < 0:
+            raise ValueError("an audit log needs max_bytes >= 4096 and backups >= 0")
+        self.node = node or os.environ.get("NODE_NAME") or socket.gethostname()
         self._lock = threading.Lock()
         self.errors = 0
+        self.rotations = 0
+        self.max_bytes = max_bytes
+        self.backups = backups
         self._stream: TextIO
+        self._path: Path | None = None
+        self._size = 0
         if path is None or str(path) == "-":
             self._stream = sys.stdout
             self._own = False
         else:
-            p = Path(path)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            self._stream = os.fdopen(fd, "a", buffering=1)
+            self._path = Path(path)
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._stream = self._open()
             self._own = True
+
+    def _open(self) -> TextIO:
+        assert self._path is not None
+        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._size = os.fstat(fd).st_size
+        return os.fdopen(fd, "a", buffering=1)
 
     def write(self, kind: str, /, **fields: Any) -> dict[str, Any]:
         rec = {"time": time.time(), "node": self.node, "kind": kind, **fields}
-        line = json.dumps(rec, separators=(",", ":"), default=str)
+        line = json.dumps(rec, separators=(",", ":"), default=str) + "\n"
+        size = len(line.encode("utf-8", "replace"))
         with self._lock:
             try:
-                self._stream.write(line + "\n")
-            except OSError as e:
-                self.errors += 1
-                if self.errors == 1:
-                    log.error("cannot write the audit log: %s", e)
+                if self._own and self._size and self._size + size > self.max_bytes:
+                    try:
+                        self._rotate()
+                    except OSError as e:  # keep writing in place; try again one size later
+                        self._failed(e)
+                        self._size = 0
+                self._stream.write(line)
+                self._size += size
+            except (OSError, ValueError) as e:  # ValueError: the file could not reopen
+                self._failed(e)
         return rec
+
+    def _failed(self, e: Exception) -> None:
+        self.errors += 1
+        if self.errors == 1:
+            log.error("cannot write the audit log: %s", e)
+
+    def _rotate(self) -> None:
+        assert self._path is not None
+        self._stream.close()
+        p = self._path
+        try:
+            if self.backups == 0:
+                p.unlink(missing_ok=True)
+            else:
+                Path(f"{p}.{self.backups}").unlink(missing_ok=True)
+                for i in range(self.backups - 1, 0, -1):
+                    older = Path(f"{p}.{i}")
+                    if older.exists():
+                        older.rename(f"{p}.{i + 1}")
+                if p.exists():
+                    p.rename(f"{p}.1")
+            self.rotations += 1
+        finally:
+            self._stream = self._open()  # a failed shift: keep writing where we are
 
     def close(self) -> None:
         if self._own:
