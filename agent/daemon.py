@@ -54,6 +54,7 @@ from agent.sandbox.service import SandboxService
 from agent.telemetry import metrics
 from agent.telemetry.audit import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, AuditLog
 from agent.telemetry.http import HttpServer
+from agent.telemetry.tracing import provider_from_env
 from agent.workloads import KubePods, PodSource, StaticPods, WorkloadResolver
 
 log = logging.getLogger(__name__)
@@ -154,11 +155,13 @@ class Daemon:
             self.http.add_route("/inventory",
                                 lambda: (200, self.discovery.inventory.to_json()))
         self.authz: DecisionServer | None = None
+        # spans over OTLP when the OpenTelemetry environment asks (ConfigError if it is wrong)
+        self.tracing = provider_from_env()
         if config.decision_point:
             self.authz = DecisionServer(
                 ServerConfig(socket=config.authz_socket, http=""), facts=self.facts,
                 sources=Sources(self.source, self.policy_set, poll_registry=False),
-                http=self.http, audit=self.audit)
+                http=self.http, audit=self.audit, tracer_provider=self.tracing)
         self.started_at = 0.0
         self._exported: dict[str, int] = {}
         # per BPF object: events delivered from its ring buffer and its error
@@ -250,6 +253,8 @@ class Daemon:
                 self.pods.stop()
             if isinstance(self.source, KubeSource):
                 self.source.stop()
+            if self.tracing is not None:
+                self.tracing.shutdown()  # exports what is still batched
 
     def _loop(self, sensor: TlsSensor) -> None:
         last_poll = time.monotonic()

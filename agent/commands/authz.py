@@ -18,7 +18,7 @@ import click
 
 from agent.decision.server import DEFAULT_SOCKET, DecisionServer, ServerConfig
 from agent.errors import ManulError
-from agent.telemetry.tracing import JsonLinesExporter, make_provider
+from agent.telemetry.tracing import JsonLinesExporter, make_provider, provider_from_env
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,9 @@ def serve(socket_path: Path, registry: Path, policies: Path, socket_group: str |
         trusted_issuers=_trusted(trust_issuer), jwt_metadata_key=jwt_metadata_key,
         jwks_ca_file=jwks_ca_file, audit_log=audit_log, workers=workers,
         reload_interval=reload_interval, max_connections=max_connections)
-    provider = make_provider(exporter=JsonLinesExporter(trace_file)) if trace_file else None
     try:
+        provider = (make_provider(exporter=JsonLinesExporter(trace_file)) if trace_file
+                    else provider_from_env())
         server = DecisionServer(config, tracer_provider=provider).start()
     except ManulError as e:
         raise click.ClickException(str(e)) from e

@@ -2,16 +2,18 @@
 
 The decision point parents its span on the checked request's
 `traceparent`/`tracestate`, so the decision shows up inside the gateway's
-own trace. `setup_tracing` installs an SDK provider once per process with
-whichever exporter the caller passes (tests pass the SDK's in-memory
-exporter; `manul authz serve --trace-file` a JSON-lines file exporter).
-Without an exporter, spans are not recorded: they carry the caller's trace
-id and cost little.
+own trace. `make_provider` builds an SDK provider with whichever exporter
+the caller passes (tests pass the SDK's in-memory exporter; `manul authz
+serve --trace-file` a JSON-lines file exporter); `provider_from_env` builds
+the OTLP/gRPC one the OpenTelemetry environment variables ask for (`manul
+run`, `manul authz serve`). Without an exporter, spans are not recorded:
+they carry the caller's trace id and cost little.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +31,8 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from agent.errors import ConfigError
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 TRACE_HEADERS = ("traceparent", "tracestate")
@@ -48,6 +52,37 @@ def make_provider(service: str = "manul", exporter: SpanExporter | None = None,
     proc = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
     provider.add_span_processor(proc)
     return provider
+
+
+def provider_from_env(service: str = "manul") -> TracerProvider | None:
+    """An SDK provider exporting over OTLP/gRPC when the OpenTelemetry environment
+    asks for one, else None (spans stay unrecorded).
+
+    Follows the OpenTelemetry conventions: `OTEL_TRACES_EXPORTER=none` turns
+    it off; `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`
+    turns it on (the exporter reads the rest itself: `..._HEADERS`,
+    `..._INSECURE`, `..._CERTIFICATE`, `..._COMPRESSION`, `..._TIMEOUT`);
+    `OTEL_SERVICE_NAME` names the service. Only the `grpc` protocol is built
+    in: asking for `http/protobuf` is a `ConfigError` that says so.
+    """
+    env = os.environ
+    exporters = env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT")
+    if exporters == "none" or not endpoint:
+        return None
+    if "otlp" not in {e.strip() for e in exporters.split(",")}:
+        raise ConfigError(f"OTEL_TRACES_EXPORTER=`{exporters}`: Manul exports traces with "
+                          "`otlp` (or `none`)")
+    protocol = (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc").strip()
+    if protocol != "grpc":
+        raise ConfigError(f"OTLP protocol `{protocol}`: Manul exports over `grpc`; set "
+                          "OTEL_EXPORTER_OTLP_PROTOCOL=grpc and point the endpoint at the "
+                          "collector's gRPC port (4317)")
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return make_provider(env.get("OTEL_SERVICE_NAME") or service, OTLPSpanExporter())
 
 
 def parent_context(headers: Mapping[str, str]) -> otel_context.Context:
