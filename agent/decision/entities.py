@@ -2,9 +2,10 @@
 
 The entities are the one builder's (`agent.registry.entities`); this module
 adds the Action entities (derived from the one schema: pre-parsed entity
-handles do not get them from it) and knows, per entity, its ancestors, which
-the policy index uses to slice the policies a request can meet (see
-evaluate.py).
+handles do not get them from it) and knows, per entity, its ancestors (the
+policy index slices the policies a request can meet with them) and what its
+attributes point at (`closure()`: the few entities a request that brings
+its own can touch; see evaluate.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.registry import Registry
 from agent.registry.entities import (
@@ -41,6 +43,7 @@ class EntityGraph:
 
     entities: dict[Uid, EntityJson]
     parents: dict[Uid, tuple[Uid, ...]]
+    refs: dict[Uid, tuple[Uid, ...]]  # the entities each one's attributes point at
     _ancestors: dict[Uid, frozenset[Uid]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -52,7 +55,8 @@ class EntityGraph:
             entities[uid] = e
         parents = {u: tuple((p["type"], p["id"]) for p in e["parents"])
                    for u, e in entities.items()}
-        return cls(entities, parents)
+        refs = {u: tuple(_refs_in(e["attrs"])) for u, e in entities.items()}
+        return cls(entities, parents, refs)
 
     @classmethod
     def build(cls, registry: Registry) -> EntityGraph:
@@ -75,6 +79,30 @@ class EntityGraph:
             self._ancestors[uid] = result
         return result
 
+    def closure(self, roots: Iterable[Uid], extra: Mapping[Uid, EntityJson]) -> set[Uid]:
+        """The entities reachable from `roots` through parents and attribute references.
+
+        # INVARIANT: an evaluation that starts from `roots` (principal,
+        # action, resource, and the literals of the policies it runs) can
+        # only read entities in this set: attribute access, `in`, `is` and
+        # `has` never reach anything else.
+        """
+        seen: set[Uid] = set()
+        stack = list(roots)
+        while stack:
+            u = stack.pop()
+            if u in seen:
+                continue
+            seen.add(u)
+            e = extra.get(u)
+            if e is not None:
+                stack.extend((p["type"], p["id"]) for p in e["parents"])
+                stack.extend(_refs_in(e["attrs"]))
+                continue
+            stack.extend(self.parents.get(u, ()))
+            stack.extend(self.refs.get(u, ()))
+        return seen
+
     def to_json(self, uids: Iterable[Uid], extra: Mapping[Uid, EntityJson] = {}) -> str:
         out = []
         for u in uids:
@@ -85,6 +113,19 @@ class EntityGraph:
 
     def all_json(self) -> str:
         return json.dumps(list(self.entities.values()))
+
+
+def _refs_in(value: Any) -> Iterable[Uid]:
+    if isinstance(value, dict):
+        ent = value.get("__entity")
+        if isinstance(ent, dict) and len(value) == 1:
+            yield (ent["type"], ent["id"])
+            return
+        for v in value.values():
+            yield from _refs_in(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _refs_in(v)
 
 
 def action_entities() -> list[EntityJson]:
