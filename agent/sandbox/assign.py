@@ -21,9 +21,9 @@ elsewhere does not recompile every sandbox. Callers: `service.py`, the CLI
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +36,7 @@ from agent.sandbox.apply import CgroupRef, PolicyInput
 from agent.sandbox.errors import PolicyError, SandboxError, TargetError
 from agent.workloads import WorkloadResolver
 from agent.workloads.cgtree import walk
-from compiler import CompileError, EntitiesSource, load_policies, load_schema
+from compiler import CompileError, load_policies, load_schema
 from compiler.entities import merge_entities, parse_entities
 
 log = logging.getLogger(__name__)
@@ -74,43 +74,69 @@ def kernel_entities(registry: Registry, agent: Agent,
     checks it (a cut could hide two records of one id); a set or registry that
     does not load gets every registry entity, so its compilation reports the
     error."""
-    base = registry_entities(registry)
+    view = _view(registry, policies)
+    if view.graph is None:
+        return view.base  # as built: the compile refuses it as the decision point does
+    todo = [("Agent", agent.meta.key), *view.roots]
+    seen: set[tuple[str, str]] = set()
+    while todo:
+        uid = todo.pop()
+        if uid in seen or uid not in view.graph:
+            continue
+        seen.add(uid)
+        e = view.graph[uid]
+        todo.extend((p["type"], p["id"]) for p in e.get("parents", ()))
+        todo.extend(_refs(e.get("attrs", {})))
+    return tuple(view.every[u] for u in sorted(seen & view.every.keys()))
+
+
+@dataclass(frozen=True)
+class _View:
+    """What every agent's cut of one (registry, policy set) starts from."""
+
+    base: tuple[dict[str, Any], ...]  # the registry's entities, as built
+    every: dict[tuple[str, str], dict[str, Any]]
+    graph: dict[tuple[str, str], dict[str, Any]] | None  # None: refused
+    roots: tuple[tuple[str, str], ...]  # named by the policies or the file
+
+
+_views: dict[tuple[int, int], tuple[Registry, PolicySet, _View]] = {}
+_views_lock = threading.Lock()
+
+
+def _view(registry: Registry, policies: PolicySet) -> _View:
+    """Built once per (registry snapshot, policy set) pair, not once per agent:
+    both are immutable and the agent shares them while they are in force."""
+    key = (id(registry), id(policies))
+    with _views_lock:
+        hit = _views.get(key)
+    if hit is not None and hit[0] is registry and hit[1] is policies:
+        return hit[2]
+    base = tuple(registry_entities(registry))
     every = {_uid(e): e for e in base}
-    todo: list[tuple[str, str]] = [("Agent", agent.meta.key)]
+    roots: list[tuple[str, str]] = []
+    graph: dict[tuple[str, str], dict[str, Any]] | None
     try:
-        _accepted(json.dumps(base), policies.entities)
-        loaded = load_policies(policies.sources)
-        merged = base
+        merged: list[dict[str, Any]] = list(base)
         if policies.entities is not None:
             merged = merge_entities(base, policies.entities.name, policies.entities.text)
             # a registry record the file gives parents to must be in the cut,
             # or the file would read as declaring a new entity (no attributes)
-            todo.extend(_uid(e) for e in json.loads(policies.entities.text or "[]"))
+            roots.extend(_uid(e) for e in json.loads(policies.entities.text or "[]"))
+        # the decision point's check of the whole registry with the file
+        name, text = ((policies.entities.name, policies.entities.text)
+                      if policies.entities is not None else ("registry", "[]"))
+        parse_entities(name, text, load_schema(), base)
+        for pol in load_policies(policies.sources).policies:
+            roots.extend((u.type, u.id) for u in pol.named_entities())
         graph = {_uid(e): e for e in merged}
     except (CompileError, KeyError, TypeError, ValueError):
-        return tuple(base)  # as built: the compile refuses it as the decision point does
-    for pol in loaded.policies:
-        todo.extend((u.type, u.id) for u in pol.named_entities())
-    seen: set[tuple[str, str]] = set()
-    while todo:
-        uid = todo.pop()
-        if uid in seen or uid not in graph:
-            continue
-        seen.add(uid)
-        e = graph[uid]
-        todo.extend((p["type"], p["id"]) for p in e.get("parents", ()))
-        todo.extend(_refs(e.get("attrs", {})))
-    return tuple(every[u] for u in sorted(seen & every.keys()))
-
-
-@functools.lru_cache(maxsize=4)
-def _accepted(base: str, entities: EntitiesSource | None) -> None:
-    """The decision point's check of the whole registry with the set's entities
-    file (`parse_entities`: ids listed twice, reserved ids, the schema): a
-    cut could hide what the whole refuses. Raises `CompileError`; checked
-    once per (registry, file)."""
-    name, text = (entities.name, entities.text) if entities is not None else ("registry", "[]")
-    parse_entities(name, text, load_schema(), json.loads(base))
+        graph = None
+    view = _View(base, every, graph, tuple(roots))
+    with _views_lock:
+        _views.clear()  # the previous pair is no longer in force
+        _views[key] = (registry, policies, view)
+    return view
 
 
 def _uid(e: dict[str, Any]) -> tuple[str, str]:
@@ -118,7 +144,8 @@ def _uid(e: dict[str, Any]) -> tuple[str, str]:
 
 
 def _refs(value: Any) -> list[tuple[str, str]]:
-    """Entity references anywhere in an attribute value (records and sets too)."""
+    """Entity references anywhere in an attribute value (records and sets too);
+    the entities reader refuses any other form of a reference."""
     if isinstance(value, list):
         return [r for v in value for r in _refs(v)]
     if not isinstance(value, dict):
@@ -126,8 +153,6 @@ def _refs(value: Any) -> list[tuple[str, str]]:
     ref = value.get("__entity")
     if isinstance(ref, dict):
         return [(str(ref.get("type")), str(ref.get("id")))]
-    if "type" in value and "id" in value and len(value) == 2:
-        return [(str(value["type"]), str(value["id"]))]  # Cedar's implicit form
     return [r for v in value.values() for r in _refs(v)]
 
 

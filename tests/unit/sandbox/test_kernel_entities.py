@@ -85,3 +85,24 @@ def test_an_unnamed_agent_is_left_out(registry: Registry) -> None:
     agent = next(a for a in registry.agents if a.meta.key == ME)
     ids = {e["uid"]["id"] for e in kernel_entities(registry, agent, ps)}
     assert ME in ids and "dev/coder" not in ids
+
+
+def test_the_registry_is_read_once_for_every_agent(registry: Registry,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reconcile loop asks for every sandboxed agent every interval: the
+    registry's entities, the merge and the whole-registry check are worked out
+    once per (registry, policy set) pair in force, not once per agent."""
+    from agent.sandbox import assign
+
+    calls = []
+    real = assign.registry_entities
+    monkeypatch.setattr(assign, "registry_entities",
+                        lambda reg: calls.append(1) or real(reg))
+    ps = PolicySet("test", (PolicySource("p.cedar", "permit (principal, action, resource);"),),
+                   None)
+    for agent in registry.agents:
+        kernel_entities(registry, agent, ps)
+    assert len(registry.agents) > 1 and len(calls) == 1
+    other = PolicySet("test", ps.sources, None)  # a new reading: worked out again
+    kernel_entities(registry, registry.agents[0], other)
+    assert len(calls) == 2
