@@ -165,6 +165,9 @@ def _meta(doc: _Fields) -> Meta:
         raise doc.fail("metadata", "required field is missing")
     name = m.text("name")
     namespace = m.text("namespace", "")
+    for field, value in (("name", name), ("namespace", namespace)):
+        if "/" in value:  # keys are `<namespace>/<name>`, tools `<key>/<tool>`: one way to split
+            raise m.fail(field, f"`{value}` contains `/`, which Kubernetes names never do")
     labels_f = m.sub("labels")
     labels: tuple[tuple[str, str], ...] = ()
     if labels_f is not None:

@@ -69,6 +69,8 @@ def _write(tmp: Path, body: str) -> Path:
          "spec: {url: 'http://a/mcp', tools: ['b/c']}\n", "`b/c`: a tool or tool set name"),
         ("apiVersion: manul.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: a}\n"
          "spec: {url: 'http://a/mcp', toolSets: {read: ['x/y']}}\n", "spec.toolSets.read: `x/y`"),
+        ("apiVersion: manul.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: a/b}\n"
+         "spec: {url: 'http://a/mcp', tools: [c]}\n", "metadata.name: `a/b` contains `/`"),
         ("a: [\n", "invalid YAML"),
         ("---\napiVersion: manul.dev/v1alpha1\nkind: Agent\nmetadata: {name: a}\nspec: {}\n"
          "---\napiVersion: manul.dev/v1alpha1\nkind: Agent\nmetadata: {name: a}\nspec: {}\n",
