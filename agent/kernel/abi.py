@@ -25,6 +25,7 @@ ERR_NAMES = {ERR_RINGBUF_FULL: "ringbuf_full", ERR_MAP_UPDATE: "map_update",
 
 # enum manul_event_type
 EV_EXEC, EV_BENCH, EV_TEST, EV_TLS, EV_QUARANTINE, EV_SANDBOX = 1, 2, 3, 4, 5, 6
+EV_BEHAVIOUR = 7
 
 # TLS capture (manul.h: TLS discovery)
 TLS_CAPTURE = 4096
@@ -41,6 +42,36 @@ class manul_exec_event(ctypes.Structure):
     _fields_ = (("hdr", manul_event_hdr), ("pid", c_uint32), ("tgid", c_uint32),
                 ("ppid", c_uint32), ("uid", c_uint32), ("cgroup_id", c_uint64),
                 ("comm", c_char * COMM_LEN), ("filename", c_char * PATH_MAX))
+
+
+# Behaviour (manul.h: bpf/baseline.bpf.c)
+BL_EXEC, BL_READ, BL_WRITE, BL_CONNECT, BL_LISTEN, BL_UNIX = 1, 2, 3, 4, 5, 6
+BL_KINDS = 8
+BL_F_READ, BL_F_WRITE, BL_F_TRUNCATED, BL_F_PROC_OTHER = 1, 2, 4, 8
+BL_PREFIX_MAX = 240
+BL_ST_SEEN, BL_ST_SENT, BL_ST_KNOWN, BL_ST_LOST = 0, 1, 2, 3
+BL_STATS = BL_KINDS * 4
+BL_SCOPE_AGENT = 1 << 63
+BL_MAX_LEVEL = 16
+
+
+class manul_bl_key(ctypes.Structure):
+    _fields_ = (("scope", c_uint64), ("kind", c_uint32), ("port", c_uint16),
+                ("proto", c_uint8), ("_pad", c_uint8), ("addr", c_uint8 * 16),
+                ("path", c_char * PATH_MAX))
+
+
+class manul_bl_prefix(ctypes.Structure):
+    _fields_ = (("prefixlen", c_uint32), ("scope", c_uint8 * 8), ("kind", c_uint32),
+                ("path", c_char * BL_PREFIX_MAX))
+
+
+class manul_bl_event(ctypes.Structure):
+    _fields_ = (("hdr", manul_event_hdr), ("key", manul_bl_key), ("cgroup_id", c_uint64),
+                ("pid", c_uint32),
+                ("tgid", c_uint32), ("ppid", c_uint32), ("uid", c_uint32),
+                ("flags", c_uint32), ("_pad", c_uint32), ("comm", c_char * COMM_LEN),
+                ("pcomm", c_char * COMM_LEN))
 
 
 class manul_bench_event(ctypes.Structure):
@@ -156,6 +187,9 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "manul_sandbox_rule_key": manul_sandbox_rule_key,
     "manul_sandbox_rule": manul_sandbox_rule,
     "manul_sandbox_bound": manul_sandbox_bound,
+    "manul_bl_key": manul_bl_key,
+    "manul_bl_prefix": manul_bl_prefix,
+    "manul_bl_event": manul_bl_event,
 }
 
 

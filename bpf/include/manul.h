@@ -47,6 +47,7 @@ enum manul_event_type {
 	MANUL_EV_TLS = 4,		/* struct manul_tls_event */
 	MANUL_EV_QUARANTINE = 5,	/* struct manul_quarantine_event */
 	MANUL_EV_SANDBOX = 6,		/* struct manul_sandbox_event */
+	MANUL_EV_BEHAVIOUR = 7,		/* struct manul_bl_event */
 };
 
 struct manul_event_hdr {
@@ -148,6 +149,84 @@ struct manul_tls_event {
 	__u8 daddr[16];
 	char comm[MANUL_COMM_LEN];
 	__u8 data[MANUL_TLS_BUF];
+};
+
+/* ---- Behaviour (bpf/baseline.bpf.c, agent/baseline) -------------------------
+ * What watched workloads do: execs, file opens, outbound connections,
+ * Unix-socket connects, listening sockets. The baseline lives in the kernel:
+ * an event whose key is in `bl_seen` (exact) or whose path has a prefix in
+ * `bl_prefix` (a generalised directory) is counted there and never sent
+ * up; a novel one is sent once and its key inserted, so it is counted from
+ * then on (docs/baseline.md).
+ */
+enum manul_bl_kind {
+	MANUL_BL_EXEC = 1,		/* path: the new program (resolved) */
+	MANUL_BL_READ = 2,		/* path: a file opened for reading only */
+	MANUL_BL_WRITE = 3,		/* path: a file opened for writing (maybe reading too) */
+	MANUL_BL_CONNECT = 4,		/* addr, port, proto: a TCP connect or a UDP peer */
+	MANUL_BL_LISTEN = 5,		/* port, proto: a listening TCP socket */
+	MANUL_BL_UNIX = 6,		/* path: a Unix stream socket connected to */
+	MANUL_BL_KINDS = 8,
+};
+
+/* manul_bl_event.flags */
+#define MANUL_BL_F_READ 1		/* the open has FMODE_READ */
+#define MANUL_BL_F_WRITE 2		/* ... FMODE_WRITE */
+#define MANUL_BL_F_TRUNCATED 4		/* the path was cut at MANUL_PATH_MAX */
+#define MANUL_BL_F_PROC_OTHER 8		/* /proc/<pid>/... of another process, as /proc/pid */
+
+/* Whose baseline an event is checked against: `bl_watch` maps a cgroup to a
+ * scope, and a process is in the scope of its nearest listed cgroup or
+ * ancestor. Registered agents get MANUL_BL_SCOPE_AGENT | a number of the
+ * agent's (one baseline for all its pods); with --baseline all, an unlisted
+ * cgroup is its own scope (its id). Scope 0 in `bl_watch` means never. */
+#define MANUL_BL_SCOPE_AGENT (1ULL << 63)
+#define MANUL_BL_MAX_LEVEL 16		/* ancestors looked at, at most */
+
+/* The exact baseline key (`bl_seen`, an LRU hash: key -> times seen). Unused
+ * fields are zero: a path event has no address, a network event no path. */
+struct manul_bl_key {
+	__u64 scope;
+	__u32 kind;			/* enum manul_bl_kind */
+	__u16 port;			/* connect: the peer's; listen: the local one; host order */
+	__u8 proto;			/* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 _pad;
+	__u8 addr[16];			/* connect: the peer, IPv4 as ::ffff:a.b.c.d */
+	char path[MANUL_PATH_MAX];	/* exec, read, write, unix: NUL-padded */
+};
+
+/* A generalised directory (`bl_prefix`, an LPM trie): every path event of
+ * (scope, kind) under `path` is known. prefixlen counts bits of the data
+ * after it: 96 for scope and kind, then 8 per byte of path. */
+#define MANUL_BL_PREFIX_MAX 240
+struct manul_bl_prefix {
+	__u32 prefixlen;
+	__u8 scope[8];			/* little-endian, as in memory */
+	__u32 kind;
+	char path[MANUL_BL_PREFIX_MAX];
+};
+
+/* Per-CPU counters (`bl_stats`): index kind * 4 + one of these. */
+enum manul_bl_stat {
+	MANUL_BL_ST_SEEN = 0,		/* events of watched workloads */
+	MANUL_BL_ST_SENT = 1,		/* novel: sent to user space */
+	MANUL_BL_ST_KNOWN = 2,		/* in the baseline: counted, not sent */
+	MANUL_BL_ST_LOST = 3,		/* novel, but the ring buffer was full */
+	MANUL_BL_STATS = MANUL_BL_KINDS * 4,
+};
+
+struct manul_bl_event {
+	struct manul_event_hdr hdr;
+	struct manul_bl_key key;
+	__u64 cgroup_id;		/* the process's own cgroup */
+	__u32 pid;
+	__u32 tgid;
+	__u32 ppid;			/* the parent's tgid */
+	__u32 uid;
+	__u32 flags;			/* MANUL_BL_F_* */
+	__u32 _pad;
+	char comm[MANUL_COMM_LEN];
+	char pcomm[MANUL_COMM_LEN];	/* the parent's */
 };
 
 /* ---- Quarantine (bpf/quarantine.bpf.c) ---------------------------------------

@@ -1,0 +1,529 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * baseline.bpf.c: what watched workloads do, filtered against their learned
+ * baseline in the kernel; only novel events reach user space.
+ *
+ * Observation only: nothing here changes what a process may do. Hooks:
+ *   exec     tracepoint sched_process_exec (the new program, resolved)
+ *   open     tracepoints sys_exit_open, openat, openat2, creat,
+ *            open_by_handle_at (the file now at the returned descriptor)
+ *   connect  tracepoint sock/inet_sock_set_state (TCP: SYN_SENT, which
+ *            TCP Fast Open reaches too; LISTEN), and cgroup/connect4/6,
+ *            sendmsg4/6 at the cgroup v2 root for UDP peers
+ *   unix     tracepoints sys_enter/sys_exit_connect (the path of the
+ *            Unix socket a stream socket is now connected to)
+ * Every hook asks bl_scope() first: a process outside the watched
+ * cgroups costs a hash lookup per cgroup level. Then bl_report(): known keys are counted
+ * and dropped; a novel key is sent once and inserted.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "manul.h"
+#include "events.h"
+#include "pathwalk.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+MANUL_BTF_EXPORT(manul_bl_event);
+MANUL_BTF_EXPORT(manul_bl_prefix);
+
+#define AF_UNIX 1
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_DGRAM 2
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define TCP_SYN_SENT 2
+#define TCP_LISTEN 10
+#define FMODE_READ 0x1
+#define FMODE_WRITE 0x2
+#define S_IFMT 00170000
+#define S_IFDIR 0040000
+#define PROC_SUPER_MAGIC 0x9fa0
+
+/* Set before load: observe every cgroup not marked 0 in bl_watch (--baseline
+ * all), not only those marked 1 (registered agents); the local port range,
+ * whose listening ports are folded to 0 (ephemeral). */
+const volatile __u32 observe_all = 0;
+const volatile __u16 ephemeral_lo = 32768;
+const volatile __u16 ephemeral_hi = 60999;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);		/* cgroup id */
+	__type(value, __u64);		/* its scope; 0: never (the agent, the root) */
+} bl_watch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct manul_bl_key);
+	__type(value, __u64);		/* times seen since inserted */
+} bl_seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct manul_bl_prefix);
+	__type(value, __u64);
+} bl_prefix SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} bl_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MANUL_BL_STATS);
+	__type(key, __u32);
+	__type(value, __u64);
+} bl_stats SEC(".maps");
+
+struct bl_scratch {
+	struct manul_bl_key key;
+	struct manul_bl_prefix prefix;
+	char tmp[MANUL_PATH_MAX];
+	char walk[MANUL_WALK_SIZE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bl_scratch);
+} bl_scratch SEC(".maps");
+
+static __always_inline void bl_count(__u32 kind, __u32 stat)
+{
+	__u32 idx = (kind & (MANUL_BL_KINDS - 1)) * 4 + stat;
+	__u64 *n = bpf_map_lookup_elem(&bl_stats, &idx);
+
+	if (n)
+		*n += 1;
+}
+
+/* The scope of the current process (manul.h), or 0: not watched. The nearest
+ * listed cgroup wins: its own, else its deepest listed ancestor. */
+static __always_inline __u64 bl_scope(__u64 cgid)
+{
+	__u64 *v = bpf_map_lookup_elem(&bl_watch, &cgid), found = observe_all ? cgid : 0, anc;
+	int level;
+
+	if (v)
+		return *v;
+	for (level = 1; level < MANUL_BL_MAX_LEVEL; level++) {
+		anc = bpf_get_current_ancestor_cgroup_id(level);
+		if (!anc || anc == cgid)
+			break;
+		v = bpf_map_lookup_elem(&bl_watch, &anc);
+		if (v)
+			found = *v;
+	}
+	return found;
+}
+
+/* A fresh key for (cgroup, kind) in the per-CPU scratch. */
+static __always_inline struct bl_scratch *bl_start(__u64 scope, __u32 kind)
+{
+	__u32 zero = 0;
+	struct bl_scratch *s = bpf_map_lookup_elem(&bl_scratch, &zero);
+
+	if (!s) {
+		manul_count_err(MANUL_ERR_NO_SCRATCH);
+		return NULL;
+	}
+	__builtin_memset(&s->key, 0, sizeof(s->key));
+	s->key.scope = scope;
+	s->key.kind = kind;
+	return s;
+}
+
+/* Is the path of the key under a generalised directory of its baseline? */
+static __always_inline bool bl_under_prefix(struct bl_scratch *s)
+{
+	struct manul_bl_prefix *p = &s->prefix;
+
+	p->prefixlen = 96 + 8 * MANUL_BL_PREFIX_MAX;
+	__builtin_memcpy(p->scope, &s->key.scope, 8);
+	p->kind = s->key.kind;
+	__builtin_memcpy(p->path, s->key.path, MANUL_BL_PREFIX_MAX);
+	return bpf_map_lookup_elem(&bl_prefix, p) != NULL;
+}
+
+/* Count a known key; send a novel one (once) and remember it. */
+static __always_inline void bl_report(struct bl_scratch *s, __u32 flags)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *parent;
+	struct manul_bl_event *ev;
+	__u32 kind = s->key.kind;
+	__u64 *seen, one = 1, id;
+
+	bl_count(kind, MANUL_BL_ST_SEEN);
+	seen = bpf_map_lookup_elem(&bl_seen, &s->key);
+	if (seen) {
+		__sync_fetch_and_add(seen, 1);
+		bl_count(kind, MANUL_BL_ST_KNOWN);
+		return;
+	}
+	if (s->key.path[0] && bl_under_prefix(s)) {
+		bl_count(kind, MANUL_BL_ST_KNOWN);
+		return;
+	}
+	ev = manul_reserve(&bl_events, sizeof(*ev), MANUL_EV_BEHAVIOUR);
+	if (!ev) {
+		bl_count(kind, MANUL_BL_ST_LOST);	/* not remembered: sent next time */
+		return;
+	}
+	if (bpf_map_update_elem(&bl_seen, &s->key, &one, BPF_NOEXIST) &&
+	    !bpf_map_lookup_elem(&bl_seen, &s->key))
+		manul_count_err(MANUL_ERR_MAP_UPDATE);
+	__builtin_memcpy(&ev->key, &s->key, sizeof(ev->key));
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	id = bpf_get_current_pid_tgid();
+	ev->pid = (__u32)id;
+	ev->tgid = id >> 32;
+	ev->uid = (__u32)bpf_get_current_uid_gid();
+	ev->flags = flags;
+	ev->_pad = 0;
+	parent = BPF_CORE_READ(task, real_parent);
+	ev->ppid = BPF_CORE_READ(parent, tgid);
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	BPF_CORE_READ_STR_INTO(&ev->pcomm, parent, comm);
+	bpf_ringbuf_submit(ev, 0);
+	bl_count(kind, MANUL_BL_ST_SENT);
+}
+
+/* /proc/<pid>/... -> /proc/self/... for the caller's own process, else
+ * /proc/pid/... (MANUL_BL_F_PROC_OTHER): a pid is never novelty. */
+static __always_inline __u32 bl_fold_proc(struct bl_scratch *s)
+{
+	char *p = s->key.path;
+	__u32 id = bpf_get_current_pid_tgid() >> 32, tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 n = 0, nd = 0, off, flags = 0;
+	int i;
+
+	if (p[0] != '/' || p[1] != 'p' || p[2] != 'r' || p[3] != 'o' || p[4] != 'c' ||
+	    p[5] != '/')
+		return 0;
+	for (i = 0; i < 10; i++) {
+		char ch = p[6 + i];
+
+		if (ch >= '0' && ch <= '9') {
+			n = n * 10 + (ch - '0');
+			nd++;
+			continue;
+		}
+		if (ch == '/' || ch == 0)
+			break;
+		return 0;		/* /proc/sys, /proc/net, ... */
+	}
+	if (nd == 0 || i == 10)
+		return 0;
+	if (bpf_probe_read_kernel(s->tmp, MANUL_BL_PREFIX_MAX, p + 6 + (nd & 15)) < 0)
+		return 0;
+	if (n == id || n == tid) {
+		__builtin_memcpy(p + 6, "self", 4);
+		off = 10;
+	} else {
+		__builtin_memcpy(p + 6, "pid", 3);
+		off = 9;
+		flags = MANUL_BL_F_PROC_OTHER;
+	}
+	bpf_probe_read_kernel(p + (off & 15), MANUL_BL_PREFIX_MAX, s->tmp);
+	__builtin_memset(p + MANUL_PATH_MAX - 8, 0, 8);
+	return flags;
+}
+
+/* The path of (mnt, dentry) into the key; flags for the event. */
+static __always_inline int bl_path(struct bl_scratch *s, struct vfsmount *mnt,
+				   struct dentry *dentry, __u32 *flags)
+{
+	__u32 full = 0;
+	long len = manul_walk_path(s->walk, s->key.path, MANUL_PATH_MAX, mnt, dentry, false,
+				   &full);
+
+	if (len <= 0)
+		return -1;
+	if (full > MANUL_PATH_MAX)
+		*flags |= MANUL_BL_F_TRUNCATED;
+	if (BPF_CORE_READ(mnt, mnt_sb, s_magic) == PROC_SUPER_MAGIC)
+		*flags |= bl_fold_proc(s);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exec")
+int manul_bl_exec(void *ctx)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 scope = bl_scope(bpf_get_current_cgroup_id());
+	struct bl_scratch *s;
+	struct file *exe;
+	__u32 flags = 0;
+
+	if (!scope)
+		return 0;
+	s = bl_start(scope, MANUL_BL_EXEC);
+	if (!s)
+		return 0;
+	exe = BPF_CORE_READ(task, mm, exe_file);
+	if (!exe || bl_path(s, BPF_CORE_READ(exe, f_path.mnt), BPF_CORE_READ(exe, f_path.dentry),
+			    &flags) < 0) {
+		manul_count_err(MANUL_ERR_NO_PATH);
+		return 0;
+	}
+	bl_report(s, flags);
+	return 0;
+}
+
+/* The file behind descriptor `fd` of the current task, or NULL. */
+static __always_inline struct file *bl_fd_file(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds, *file = NULL;
+
+	if (fd < 0 || !fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) < 0)
+		return NULL;
+	return file;
+}
+
+/* A successful open of any kind: the file now at descriptor `fd`. */
+static __always_inline int bl_open(long fd)
+{
+	struct bl_scratch *s;
+	struct file *file;
+	__u32 flags = 0, mode;
+	umode_t imode;
+	__u64 scope;
+
+	if (fd < 0)
+		return 0;
+	scope = bl_scope(bpf_get_current_cgroup_id());
+	if (!scope)
+		return 0;
+	file = bl_fd_file(fd);
+	if (!file)
+		return 0;
+	mode = BPF_CORE_READ(file, f_mode);
+	imode = BPF_CORE_READ(file, f_inode, i_mode);
+	if ((imode & S_IFMT) == S_IFDIR)
+		return 0;		/* a directory listing is not a file access */
+	if (mode & FMODE_READ)
+		flags |= MANUL_BL_F_READ;
+	if (mode & FMODE_WRITE)
+		flags |= MANUL_BL_F_WRITE;
+	s = bl_start(scope, (mode & FMODE_WRITE) ? MANUL_BL_WRITE : MANUL_BL_READ);
+	if (!s)
+		return 0;
+	if (bl_path(s, BPF_CORE_READ(file, f_path.mnt), BPF_CORE_READ(file, f_path.dentry),
+		    &flags) < 0) {
+		manul_count_err(MANUL_ERR_NO_PATH);
+		return 0;
+	}
+	bl_report(s, flags);
+	return 0;
+}
+
+/* Every system call that returns a new descriptor for a path (io_uring's
+ * IORING_OP_OPENAT is not one: docs/baseline.md, what is not seen). */
+SEC("tracepoint/syscalls/sys_exit_openat")
+int manul_bl_openat(struct trace_event_raw_sys_exit *ctx)
+{
+	return bl_open(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int manul_bl_openat2(struct trace_event_raw_sys_exit *ctx)
+{
+	return bl_open(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int manul_bl_open(struct trace_event_raw_sys_exit *ctx)
+{
+	return bl_open(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int manul_bl_creat(struct trace_event_raw_sys_exit *ctx)
+{
+	return bl_open(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
+int manul_bl_open_by_handle(struct trace_event_raw_sys_exit *ctx)
+{
+	return bl_open(ctx->ret);
+}
+
+/* Unix stream connects: the descriptor at entry, the peer's path at a
+ * successful exit (resolved by the kernel: a relative name cannot hide it). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__type(key, __u64);		/* pid_tgid */
+	__type(value, __s64);		/* the socket's descriptor */
+} bl_connecting SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int manul_bl_connect_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__s64 fd = ctx->args[0];
+
+	if (!bl_scope(bpf_get_current_cgroup_id()))
+		return 0;
+	bpf_map_update_elem(&bl_connecting, &id, &fd, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int manul_bl_connect_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid(), scope;
+	__s64 *fdp = bpf_map_lookup_elem(&bl_connecting, &id);
+	struct unix_sock *peer;
+	struct dentry *dentry;
+	struct bl_scratch *s;
+	struct socket *sock;
+	struct file *file;
+	struct sock *sk;
+	__u32 flags = 0;
+	long fd;
+
+	if (!fdp)
+		return 0;
+	fd = *fdp;
+	bpf_map_delete_elem(&bl_connecting, &id);
+	if (ctx->ret != 0)
+		return 0;
+	file = bl_fd_file(fd);
+	if (!file)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, __sk_common.skc_family) != AF_UNIX)
+		return 0;
+	peer = (struct unix_sock *)BPF_CORE_READ((struct unix_sock *)sk, peer);
+	dentry = BPF_CORE_READ(peer, path.dentry);
+	if (!peer || !dentry)
+		return 0;		/* an abstract or unbound socket: no path */
+	scope = bl_scope(bpf_get_current_cgroup_id());
+	if (!scope)
+		return 0;
+	s = bl_start(scope, MANUL_BL_UNIX);
+	if (!s)
+		return 0;
+	if (bl_path(s, BPF_CORE_READ(peer, path.mnt), dentry, &flags) < 0) {
+		manul_count_err(MANUL_ERR_NO_PATH);
+		return 0;
+	}
+	bl_report(s, flags);
+	return 0;
+}
+
+static __always_inline void bl_v4(__u8 *addr, __u32 ip4)
+{
+	__builtin_memset(addr, 0, 10);
+	addr[10] = 0xff;
+	addr[11] = 0xff;
+	__builtin_memcpy(addr + 12, &ip4, 4);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int manul_bl_tcp(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	struct bl_scratch *s;
+	int state = ctx->newstate;
+	__u64 scope;
+	__u16 port;
+
+	if (ctx->protocol != IPPROTO_TCP || (state != TCP_SYN_SENT && state != TCP_LISTEN))
+		return 0;
+	scope = bl_scope(bpf_get_current_cgroup_id());
+	if (!scope)
+		return 0;
+	s = bl_start(scope, state == TCP_LISTEN ? MANUL_BL_LISTEN : MANUL_BL_CONNECT);
+	if (!s)
+		return 0;
+	s->key.proto = IPPROTO_TCP;
+	if (state == TCP_LISTEN) {
+		port = ctx->sport;
+		if (port >= ephemeral_lo && port <= ephemeral_hi)
+			port = 0;
+		s->key.port = port;
+	} else {
+		s->key.port = ctx->dport;
+		/* (the tracepoint's arrays are copied: a moved ctx pointer cannot be read) */
+		if (ctx->family == AF_INET6)
+			bpf_probe_read_kernel(s->key.addr, 16, ctx->daddr_v6);
+		else
+			bl_v4(s->key.addr, *(__u32 *)ctx->daddr);
+	}
+	bl_report(s, 0);
+	return 0;
+}
+
+/* UDP peers: connect(2) and sendto(2) with an address (TCP: manul_bl_tcp). */
+static __always_inline int bl_udp(struct bpf_sock_addr *ctx, bool v6)
+{
+	struct bl_scratch *s;
+	__u64 scope;
+
+	if (ctx->type != SOCK_DGRAM)
+		return 1;
+	scope = bl_scope(bpf_get_current_cgroup_id());
+	if (!scope)
+		return 1;
+	s = bl_start(scope, MANUL_BL_CONNECT);
+	if (!s)
+		return 1;
+	s->key.proto = IPPROTO_UDP;
+	s->key.port = bpf_ntohs((__u16)ctx->user_port);
+	if (v6) {
+		__u32 *a = (__u32 *)s->key.addr;
+
+		a[0] = ctx->user_ip6[0];
+		a[1] = ctx->user_ip6[1];
+		a[2] = ctx->user_ip6[2];
+		a[3] = ctx->user_ip6[3];
+	} else {
+		bl_v4(s->key.addr, ctx->user_ip4);
+	}
+	bl_report(s, 0);
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int manul_bl_connect4(struct bpf_sock_addr *ctx)
+{
+	return bl_udp(ctx, false);
+}
+
+SEC("cgroup/connect6")
+int manul_bl_connect6(struct bpf_sock_addr *ctx)
+{
+	return bl_udp(ctx, true);
+}
+
+SEC("cgroup/sendmsg4")
+int manul_bl_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return bl_udp(ctx, false);
+}
+
+SEC("cgroup/sendmsg6")
+int manul_bl_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return bl_udp(ctx, true);
+}
