@@ -14,9 +14,11 @@ of one of each:
   the pinned quarantine map, read back every second).
 
 Also the kernel feature probe (reported, and exported as
-`manul_mechanism_info`) and TLS discovery with classification and optional
-quarantine of shadow agents. The decision point runs with `--policies` and
-in cluster mode.
+`manul_mechanism_info`), TLS discovery with classification and optional
+quarantine of shadow agents, and the behavioural baseline (agent/baseline:
+each registered agent's normal, learned in the kernel, and its anomalies,
+which set the decision point's `context.anomaly_level`). The decision point
+runs with `--policies` and in cluster mode.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.baseline.service import Anomaly, BaselineConfig, BaselineService, Mode
+from agent.baseline.store import DEFAULT_STATE_DIR
 from agent.decision.facts import NodeFacts
 from agent.decision.server import DEFAULT_SOCKET, DecisionServer, ServerConfig
 from agent.decision.sources import Sources
@@ -41,7 +45,7 @@ from agent.errors import ConfigError, ManulError
 from agent.kernel import RingBuffer, fs
 from agent.kernel.fs import PIN_ROOT
 from agent.kernel.probe import Feature, Mechanism, choose_mechanisms, safe_probe_all
-from agent.registry import FileSource, Registry
+from agent.registry import Agent, FileSource, Registry
 from agent.registry.kube import KubeSource
 from agent.registry.policyset import (
     CachedPolicySet,
@@ -55,7 +59,7 @@ from agent.telemetry import metrics
 from agent.telemetry.audit import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, AuditLog
 from agent.telemetry.http import HttpServer
 from agent.telemetry.tracing import provider_from_env
-from agent.workloads import KubePods, PodSource, StaticPods, WorkloadResolver
+from agent.workloads import KubePods, PodSource, StaticPods, Workload, WorkloadResolver
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,9 @@ class DaemonConfig:
     authz_socket: Path = DEFAULT_SOCKET
     pin_root: Path = PIN_ROOT  # bpffs directory of the pinned state (sandbox, quarantine)
     authz: bool = True  # False: never serve ext_authz
+    baseline: Mode = Mode.REGISTERED  # whose behaviour is learned (off, registered, all)
+    baseline_learn: float = 1800.0  # seconds of learning per agent before detection
+    state_dir: Path = DEFAULT_STATE_DIR  # where baselines are kept across restarts
 
     @property
     def decision_point(self) -> bool:
@@ -106,7 +113,8 @@ def _files(ps: PolicySet | None) -> dict[str, str]:
 
 class Daemon:
     def __init__(self, config: DaemonConfig,
-                 on_observation: Callable[[Observation], None] | None = None) -> None:
+                 on_observation: Callable[[Observation], None] | None = None,
+                 on_anomaly: Callable[[Anomaly], None] | None = None) -> None:
         self.config = config
         self.on_observation = on_observation
         self.stop_event = threading.Event()
@@ -135,10 +143,11 @@ class Daemon:
         self.quarantine = Quarantine(root=config.pin_root) if config.quarantine_shadow else None
         root_id = fs.cgroup_id(fs.cgroup2_root()[0])
         own = fs.cgroup_id(fs.resolve_cgroup(fs.cgroup_of_pid(os.getpid())))
+        self.protect = frozenset({root_id, own})  # never quarantined nor watched
         self.discovery = Discovery(
             self.registry, self.resolver, audit=self.audit, quarantine=self.quarantine,
             quarantine_shadow=config.quarantine_shadow,
-            protect_cgroups=frozenset({root_id, own}))
+            protect_cgroups=self.protect)
         # The one policy set: both enforcement points read this one reading.
         source: PolicySetSource = (PolicyFolder(config.policies) if config.policies is not None
                                    else PolicyRecords(self.registry))
@@ -149,6 +158,13 @@ class Daemon:
                         if config.sandbox else None)
         # What only this node knows about callers, for the decision point.
         self.facts = NodeFacts()
+        self.baseline = (BaselineService(
+            self.registry, self.resolver,
+            config=BaselineConfig(mode=config.baseline, learn_seconds=config.baseline_learn,
+                                  state_dir=config.state_dir),
+            audit=self.audit, facts=self.facts, protect_cgroups=self.protect,
+            quarantine=self._quarantine_workload, on_anomaly=on_anomaly)
+            if config.baseline is not Mode.OFF else None)
         self.http = HttpServer(config.listen) if config.listen else None
         if self.http is not None:
             self.http.add_route("/healthz", self._healthz)
@@ -176,6 +192,10 @@ class Daemon:
         if error:
             log.error("kernel probe failed: %s", error)
         self.mechanisms = choose_mechanisms(self.features)
+        if self.baseline is None:
+            self.mechanisms = [m if m.concern != "behaviour" else
+                               Mechanism("behaviour", "off", False, "--baseline off")
+                               for m in self.mechanisms]
         for m in self.mechanisms:
             metrics.MECHANISM.labels(concern=m.concern, mechanism=m.mechanism).set(1)
 
@@ -198,6 +218,7 @@ class Daemon:
             "discovery": vars(self.discovery.stats),
             "kernel": self.ring_stats,  # per BPF object: delivered, errors, ringbuf_full (lost)
             "authz": authz,
+            "baseline": self.baseline.status() if self.baseline is not None else None,
             "sandbox": ({"status": self.sandbox.status().to_json(),
                          "errors": self.sandbox.errors} if self.sandbox is not None
                         and self.sandbox.maps is not None else None),
@@ -219,6 +240,7 @@ class Daemon:
             self.authz.start()
             log.info("ext_authz decisions on unix:%s", self.config.authz_socket)
         sandbox_thread: threading.Thread | None = None
+        baseline_thread: threading.Thread | None = None
         try:
             if self.sandbox is not None:
                 status = self.sandbox.start()
@@ -230,6 +252,11 @@ class Daemon:
                 actions = self.quarantine.start()
                 self.quarantine.set_allowed(self._gateway_allow())
                 log.info("quarantine %s; allowed: %s", actions, self.quarantine.allowed())
+            if self.baseline is not None:
+                self.baseline.start()
+                baseline_thread = threading.Thread(target=self._baseline_loop,
+                                                   name="baseline", daemon=True)
+                baseline_thread.start()
             with TlsSensor() as sensor:
                 self.started_at = time.time()
                 if ready:
@@ -239,6 +266,10 @@ class Daemon:
             self.stop_event.set()
             if sandbox_thread is not None:
                 sandbox_thread.join(5)
+            if baseline_thread is not None:
+                baseline_thread.join(5)
+            if self.baseline is not None:
+                self.baseline.close()  # saves what was learned
             if self.sandbox is not None:
                 self.sandbox.close()  # enforcement stays pinned
             if self.authz is not None:
@@ -262,6 +293,13 @@ class Daemon:
         while not self.stop_event.is_set():
             for hs in sensor.poll(0.1):
                 obs = self.discovery.handle(hs)
+                if obs is not None and self.baseline is not None:
+                    caller = obs.verdict.caller
+                    self.baseline.observe(
+                        agent=caller if isinstance(caller, Agent) else None,
+                        workload=obs.workload, provider=obs.match.provider, sni=obs.sni,
+                        destination=f"{hs.dst}:{hs.dport}", pid=hs.tgid, process=obs.exe,
+                        ja4=obs.ja4, gateway=obs.match.gateway)
                 if obs is not None and self.on_observation is not None:
                     self.on_observation(obs)
             if self.quarantine is not None:
@@ -345,6 +383,35 @@ class Daemon:
                 log.error("sandbox: %s", e)
                 self.stop_event.wait(2.0)
 
+    def _baseline_loop(self) -> None:
+        """Learn and judge the baseline's novel events; housekeeping once a second."""
+        assert self.baseline is not None
+        last = 0.0
+        while not self.stop_event.is_set():
+            try:
+                self.baseline.poll(0.2)
+                if time.monotonic() - last >= 1.0:
+                    last = time.monotonic()
+                    self.baseline.tick()
+            except ManulError as e:
+                log.error("baseline: %s", e)
+                self.stop_event.wait(1.0)
+
+    def _quarantine_workload(self, w: Workload) -> bool:
+        """Quarantine `w` for the baseline (an Agent's `onAnomaly: quarantine`); the
+        quarantine programs are loaded on first use when --quarantine-shadow did not."""
+        if w.cgroup_id in self.protect or w.cgroup_path in ("", "/"):
+            log.warning("not quarantining %s: its cgroup is protected", w.name)
+            return False
+        if self.quarantine is None:
+            q = Quarantine(root=self.config.pin_root)
+            q.start()
+            q.set_allowed(self._gateway_allow())
+            self.quarantine = q
+        self.quarantine.add(w.cgroup_id)
+        log.warning("workload `%s` quarantined on anomaly: egress only to the gateway", w.name)
+        return True
+
     def _export_counters(self, sensor: TlsSensor) -> None:
         """BPF-side error counters and ring-buffer totals of every object (TLS,
         sandbox, quarantine), as Prometheus counters: nothing is lost silently."""
@@ -354,6 +421,8 @@ class Daemon:
             rings.append(("sandbox", "sandbox_events", trail.ring))
         if self.quarantine is not None and self.quarantine.ring is not None:
             rings.append(("quarantine", "quarantine_events", self.quarantine.ring))
+        if self.baseline is not None and self.baseline.sensor.started:
+            rings.append(("baseline", "bl_events", self.baseline.sensor.ringbuf))
         for obj, name, ring in rings:
             errors = ring.errors()
             self.ring_stats[obj] = {"ringbuf": name, "delivered": ring.consumed, **errors}

@@ -70,7 +70,7 @@ struct {
 	__uint(max_entries, 16384);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct manul_bl_prefix);
-	__type(value, __u64);
+	__type(value, __u64);		/* the directory's length in bytes, with its '/' */
 } bl_prefix SEC(".maps");
 
 struct {
@@ -144,16 +144,39 @@ static __always_inline struct bl_scratch *bl_start(__u64 scope, __u32 kind)
 	return s;
 }
 
-/* Is the path of the key under a generalised directory of its baseline? */
+/* No '/' from byte `from` of the key's path on: a file directly in the
+ * generalised directory, not in a subdirectory of it. */
+static __always_inline bool bl_no_slash_from(struct bl_scratch *s, __u32 from)
+{
+	int i;
+
+	for (i = 0; i < MANUL_PATH_MAX; i++) {
+		char ch;
+
+		if (i < from)
+			continue;
+		ch = s->key.path[i];
+		if (!ch)
+			return true;
+		if (ch == '/')
+			return false;
+	}
+	return true;
+}
+
+/* Is the key's path a file directly in a generalised directory of its
+ * baseline? (bl_prefix's value: the directory's length with its '/'.) */
 static __always_inline bool bl_under_prefix(struct bl_scratch *s)
 {
 	struct manul_bl_prefix *p = &s->prefix;
+	__u64 *len;
 
 	p->prefixlen = 96 + 8 * MANUL_BL_PREFIX_MAX;
 	__builtin_memcpy(p->scope, &s->key.scope, 8);
 	p->kind = s->key.kind;
 	__builtin_memcpy(p->path, s->key.path, MANUL_BL_PREFIX_MAX);
-	return bpf_map_lookup_elem(&bl_prefix, p) != NULL;
+	len = bpf_map_lookup_elem(&bl_prefix, p);
+	return len && bl_no_slash_from(s, (__u32)*len);
 }
 
 /* Count a known key; send a novel one (once) and remember it. */

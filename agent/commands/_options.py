@@ -75,3 +75,21 @@ def parse_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
         raise click.BadParameter(f"`{value}`: give a size of at least 4K, e.g. 100M")
     return int(number) * _UNITS[unit]
 
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(ctx: click.Context | None, param: click.Parameter | None,
+                   value: str) -> float:
+    """`30m`, `90s`, `2h`, `1d` or seconds; more than zero."""
+    text = value.strip().lower()
+    unit = text[-1:] if text[-1:] in _DURATION_UNITS else "s"
+    number = text[:-1] if text[-1:] in _DURATION_UNITS else text
+    try:
+        seconds = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise click.BadParameter(f"`{value}`: give a duration such as 90s, 30m, 2h or 1d")
+    return seconds

@@ -9,8 +9,10 @@ from typing import Any
 import click
 from rich.markup import escape
 
+from agent.baseline.service import Anomaly, Mode
+from agent.baseline.store import DEFAULT_STATE_DIR
 from agent.commands._discovery_view import observation_line
-from agent.commands._options import agent_options, parse_size, stop_on_signals
+from agent.commands._options import agent_options, parse_duration, parse_size, stop_on_signals
 from agent.daemon import Daemon, DaemonConfig
 from agent.discovery.service import Observation
 from agent.errors import ManulError
@@ -42,6 +44,16 @@ from agent.telemetry.logs import Output, resolve
 @click.option("--no-authz", is_flag=True,
               help="Do not answer Envoy ext_authz (the policy set is still enforced in "
                    "the kernel).")
+@click.option("--baseline", "baseline", type=click.Choice([m.value for m in Mode]),
+              default=Mode.REGISTERED.value, show_default=True,
+              help="Whose behaviour is learned in the kernel and watched for anomalies: the "
+                   "registry's agents, every workload on the node, or nobody.")
+@click.option("--baseline-learn", default="30m", show_default=True, callback=parse_duration,
+              help="How long each agent's baseline learns before its detectors run "
+                   "(90s, 30m, 2h, 1d).")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=DEFAULT_STATE_DIR, show_default=True,
+              help="Where learned baselines are kept across restarts.")
 @click.option("--pin-root", type=click.Path(path_type=Path), default=PIN_ROOT, hidden=True,
               envvar="MANUL_PIN_ROOT", help="bpffs directory of the pinned state.")
 @agent_options
@@ -50,7 +62,8 @@ def run(ctx: click.Context, registry: Path | None, listen: str, audit_log: str,
         audit_max_size: int, audit_backups: int, kubernetes: bool, node: str,
         pods_file: Path | None, trust_domain: str,
         policies: Path | None, authz_socket: Path,
-        no_sandbox: bool, no_authz: bool, pin_root: Path,
+        no_sandbox: bool, no_authz: bool, baseline: str, baseline_learn: float,
+        state_dir: Path, pin_root: Path,
         quarantine_shadow: bool, allow: tuple[str, ...]) -> None:
     """Run Manul's node agent in the foreground until Ctrl-C.
 
@@ -73,8 +86,10 @@ def run(ctx: click.Context, registry: Path | None, listen: str, audit_log: str,
                                      trust_domain=trust_domain, policies=policies,
                                      sandbox=not no_sandbox, pin_root=pin_root,
                                      authz=not no_authz,
-                                     authz_socket=authz_socket),
-                        on_observation=lambda o: _print(out, o))
+                                     authz_socket=authz_socket, baseline=Mode(baseline),
+                                     baseline_learn=baseline_learn, state_dir=state_dir),
+                        on_observation=lambda o: _print(out, o),
+                        on_anomaly=lambda a: _print_anomaly(out, a))
     except ManulError as e:
         out.event("error", f"[red]manul run:[/] {escape(str(e))}", message=str(e))
         sys.exit(1)
@@ -111,6 +126,12 @@ def run(ctx: click.Context, registry: Path | None, listen: str, audit_log: str,
             state = (f"{len(snap.policies or ())} policies" if not snap.policy_error
                      else f"[red]not serving: {escape(snap.policy_error)}[/]")
             lines.append(f"  ext_authz  unix:{escape(str(authz_socket))} ({state})")
+        if daemon.baseline is not None:
+            fields["baseline"] = {"mode": baseline, "learn_s": baseline_learn,
+                                  "state_dir": str(state_dir)}
+            whose = "every workload" if baseline == "all" else "registered agents"
+            lines.append(f"  baseline   {whose}, learning {baseline_learn:g} s each; "
+                         f"kept in {escape(str(state_dir))}")
         if daemon.sandbox is not None:
             bound = len(daemon.sandbox.status().to_json().get("bindings", []))
             fields["sandbox_bindings"] = bound
@@ -137,3 +158,15 @@ def _print(out: Output, o: Observation) -> None:
               provider=o.match.provider, sni=o.sni, destination=f"{hs.dst}:{hs.dport}",
               pid=hs.tgid, process=o.exe, ja4=o.ja4, new=o.first_of_pair,
               reason=o.verdict.reason)
+
+
+def _print_anomaly(out: Output, a: Anomaly) -> None:
+    if not a.written:
+        return
+    r = a.record
+    proc = r.get("process") or {}
+    color = {"high": "red", "medium": "yellow"}.get(str(a.finding.severity), "cyan")
+    out.event("anomaly", f"[{color}]anomaly[/] {escape(str(a.finding.detector))} "
+              f"[bold]{escape(a.name)}[/]: {escape(a.finding.summary)} "
+              f"(pid {proc.get('pid')}, {escape(str(proc.get('comm') or ''))})",
+              **{k: v for k, v in r.items() if k not in ("time", "kind")})

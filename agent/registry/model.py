@@ -89,6 +89,24 @@ class SandboxRef:
     mode: SandboxMode = SandboxMode.ENFORCE
 
 
+class OnAnomaly(StrEnum):
+    NONE = "none"
+    QUARANTINE = "quarantine"
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineRef:
+    """What an agent's behavioural baseline does beyond reporting (agent/baseline).
+
+    `on_anomaly: quarantine` cuts the workload's egress except the gateway
+    when an anomaly is found; `credentials` adds path patterns (globs, `*`
+    spans `/`) to the built-in credential catalogue for this agent.
+    """
+
+    on_anomaly: OnAnomaly = OnAnomaly.NONE
+    credentials: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Agent:
     meta: Meta
@@ -102,6 +120,7 @@ class Agent:
     authentication: Authentication | None = None
     sandbox: SandboxRef | None = None
     url: str = ""  # the agent's A2A endpoint, when other agents may call it
+    baseline: BaselineRef = BaselineRef()
     kind: str = field(default="Agent", init=False)
 
 

@@ -19,11 +19,13 @@ from agent.registry.model import (
     RISK_LEVELS,
     Agent,
     Authentication,
+    BaselineRef,
     Identity,
     IdentityKind,
     LLMProvider,
     MCPServer,
     Meta,
+    OnAnomaly,
     Policy,
     Record,
     SandboxMode,
@@ -190,6 +192,17 @@ def _agent(meta: Meta, s: _Fields) -> Agent:
                           "a cluster); a policy's principal scope says whom it applies to")
         sandbox = SandboxRef(mode=sb.enum("mode", SandboxMode, SandboxMode.ENFORCE))
         sb.done()
+    baseline = BaselineRef()
+    bl = s.sub("baseline")
+    if bl is not None:
+        creds = bl.texts("credentials")
+        for i, pattern in enumerate(creds):
+            if not pattern.startswith(("/", "*")):
+                raise bl.fail(f"credentials[{i}]", f"`{pattern}` is not an absolute path "
+                              "pattern (start it with `/`, or `*` for any directory)")
+        baseline = BaselineRef(on_anomaly=bl.enum("onAnomaly", OnAnomaly, OnAnomaly.NONE),
+                               credentials=creds)
+        bl.done()
     return Agent(
         meta=meta,
         owner=s.text("owner", ""),
@@ -202,6 +215,7 @@ def _agent(meta: Meta, s: _Fields) -> Agent:
         authentication=s.enum("authentication", Authentication),
         sandbox=sandbox,
         url=s.text("url", ""),
+        baseline=baseline,
     )
 
 

@@ -165,13 +165,13 @@ def agent_inputs(registry: Registry, agent: Agent, policies: PolicySet) -> Polic
                        kernel_entities(registry, agent, policies))
 
 
-def agent_cgroups(registry: Registry, resolver: WorkloadResolver,
+def agent_topmost(registry: Registry, resolver: WorkloadResolver,
                   cgroups: Iterable[tuple[int, str]] | None = None, *,
-                  sandboxed_only: bool = True) -> dict[str, list[CgroupRef]]:
-    """Agent key -> the topmost cgroups whose workloads are that agent (by default
-    only agents with `spec.sandbox`)."""
+                  sandboxed_only: bool = True) -> dict[str, list[tuple[int, str]]]:
+    """Agent key -> (id, path) of the topmost cgroups whose workloads are that
+    agent (by default only agents with `spec.sandbox`); paths relative to the root."""
     listed = list(cgroups) if cgroups is not None else walk(resolver.root)
-    owner: dict[str, str] = {}  # cgroup path -> agent key
+    owner: dict[str, tuple[int, str]] = {}  # cgroup path -> (id, agent key)
     for cg_id, path in listed:
         if path == "/":
             continue
@@ -180,22 +180,34 @@ def agent_cgroups(registry: Registry, resolver: WorkloadResolver,
             continue
         rec = registry.match_any(w.identities())
         if isinstance(rec, Agent) and (rec.sandbox is not None or not sandboxed_only):
-            owner[path.strip("/")] = rec.meta.key
-    out: dict[str, list[CgroupRef]] = {}
-    for path, key in sorted(owner.items()):
+            owner[path.strip("/")] = (cg_id, rec.meta.key)
+    out: dict[str, list[tuple[int, str]]] = {}
+    for path, (cg_id, key) in sorted(owner.items()):
         parent = path.rpartition("/")[0]
         covered = False
         while parent:
-            if owner.get(parent) == key:
+            if parent in owner and owner[parent][1] == key:
                 covered = True
                 break
             parent = parent.rpartition("/")[0]
-        if covered:
-            continue
-        try:
-            out.setdefault(key, []).append(CgroupRef.resolve(path))
-        except (TargetError, WorkloadError) as e:
-            log.warning("not sandboxing `/%s` for Agent `%s`: %s", path, key, e)
+        if not covered:
+            out.setdefault(key, []).append((cg_id, path))
+    return out
+
+
+def agent_cgroups(registry: Registry, resolver: WorkloadResolver,
+                  cgroups: Iterable[tuple[int, str]] | None = None, *,
+                  sandboxed_only: bool = True) -> dict[str, list[CgroupRef]]:
+    """Agent key -> the topmost cgroups whose workloads are that agent (by default
+    only agents with `spec.sandbox`), checked safe to sandbox."""
+    out: dict[str, list[CgroupRef]] = {}
+    for key, found in agent_topmost(registry, resolver, cgroups,
+                                    sandboxed_only=sandboxed_only).items():
+        for _, path in found:
+            try:
+                out.setdefault(key, []).append(CgroupRef.resolve(path))
+            except (TargetError, WorkloadError) as e:
+                log.warning("not sandboxing `/%s` for Agent `%s`: %s", path, key, e)
     return out
 
 

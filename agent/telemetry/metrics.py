@@ -44,3 +44,20 @@ AUTHZ_LATENCY = Histogram(
     "manul_authz_decision_seconds", "Time to decide one ext_authz Check.",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
     registry=REGISTRY)
+
+# -- behavioural baseline ----------------------------------------------------
+ANOMALIES = Counter(
+    "manul_anomalies_total", "Anomalies found by the behavioural baseline's detectors.",
+    ["detector", "agent"], registry=REGISTRY)
+ANOMALIES_SUPPRESSED = Counter(
+    "manul_anomalies_suppressed_total",
+    "Anomaly records not written by the per-workload, per-detector rate limit (each is "
+    "still counted in manul_anomalies_total).", ["detector"], registry=REGISTRY)
+BASELINE_EVENTS = Counter(
+    "manul_baseline_events_total",
+    "Behaviour events of watched workloads, counted in the kernel: seen, sent (novel), "
+    "known (filtered in the kernel), lost (novel, ring buffer full).",
+    ["kind", "outcome"], registry=REGISTRY)
+BASELINE_PROFILES = Gauge(
+    "manul_baseline_profiles", "Behaviour profiles on this node, by state.", ["state"],
+    registry=REGISTRY)

@@ -195,8 +195,9 @@ struct manul_bl_key {
 	char path[MANUL_PATH_MAX];	/* exec, read, write, unix: NUL-padded */
 };
 
-/* A generalised directory (`bl_prefix`, an LPM trie): every path event of
- * (scope, kind) under `path` is known. prefixlen counts bits of the data
+/* A generalised directory (`bl_prefix`, an LPM trie -> the directory's
+ * length with its '/'): every path event of (scope, kind) for a file
+ * directly in `path` is known (not in its subdirectories). prefixlen counts bits of the data
  * after it: 96 for scope and kind, then 8 per byte of path. */
 #define MANUL_BL_PREFIX_MAX 240
 struct manul_bl_prefix {

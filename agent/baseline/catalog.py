@@ -1,0 +1,107 @@
+"""What the `credential-access` and `metadata-endpoint` detectors look for.
+
+The credential catalogue is a list of path patterns (`fnmatch` globs over
+resolved paths, `*` spanning `/`), each with what it is; an agent's
+`spec.baseline.credentials` adds patterns of its own. A workload's own
+service-account token (`/run/secrets/kubernetes.io/serviceaccount/...`,
+what its pod mounts for it) is not in it: another pod's token, read
+through the kubelet's volume directories on the node, is.
+
+Paths are as the kernel resolves them (symlinks followed), so each
+`/var/run/...` socket is listed under `/run/...` too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from agent.baseline.events import Item, Kind
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    what: str
+    glob: str
+    kinds: frozenset[Kind] = frozenset({Kind.READ, Kind.WRITE})
+
+    def matches(self, item: Item) -> bool:
+        return item.kind in self.kinds and fnmatchcase(item.path, self.glob)
+
+
+_FILES = frozenset({Kind.READ, Kind.WRITE})
+_SOCKETS = frozenset({Kind.UNIX, Kind.READ, Kind.WRITE})
+
+CREDENTIALS: tuple[Pattern, ...] = (
+    Pattern("another workload's service-account token",
+            "/var/lib/kubelet/pods/*/volumes/kubernetes.io~projected/*/token"),
+    Pattern("another workload's secret volume",
+            "/var/lib/kubelet/pods/*/volumes/kubernetes.io~secret/*"),
+    Pattern("AWS credentials", "*/.aws/credentials"),
+    Pattern("AWS configuration", "*/.aws/config"),
+    Pattern("Google Cloud credentials", "*/.config/gcloud/*"),
+    Pattern("Azure credentials", "*/.azure/*"),
+    Pattern("cloud provider configuration", "/etc/kubernetes/azure.json"),
+    Pattern("SSH private key", "*/.ssh/id_*"),
+    Pattern("SSH host key", "/etc/ssh/ssh_host_*_key"),
+    Pattern("kubeconfig", "*/.kube/config"),
+    Pattern("kubeconfig", "/etc/kubernetes/*.conf"),
+    Pattern("kubelet kubeconfig", "/var/lib/kubelet/kubeconfig"),
+    Pattern("cluster PKI", "/etc/kubernetes/pki/*"),
+    Pattern("password hashes", "/etc/shadow"),
+    Pattern("password hashes", "/etc/gshadow"),
+    Pattern("container runtime socket", "/run/containerd/containerd.sock", _SOCKETS),
+    Pattern("container runtime socket", "/var/run/containerd/containerd.sock", _SOCKETS),
+    Pattern("container runtime socket", "/run/k3s/containerd/containerd.sock", _SOCKETS),
+    Pattern("container runtime socket", "/run/docker.sock", _SOCKETS),
+    Pattern("container runtime socket", "/var/run/docker.sock", _SOCKETS),
+    Pattern("container runtime socket", "/run/crio/crio.sock", _SOCKETS),
+    Pattern("container runtime socket", "/var/run/crio/crio.sock", _SOCKETS),
+    Pattern("container runtime socket", "/run/podman/podman.sock", _SOCKETS),
+)
+
+# Cloud instance metadata services (any port, any protocol).
+METADATA_ADDRESSES: dict[str, str] = {
+    "169.254.169.254": "cloud instance metadata (AWS, GCP, Azure, OpenStack, ...)",
+    "fd00:ec2::254": "cloud instance metadata (AWS, IPv6)",
+    "169.254.170.2": "container credentials endpoint (AWS ECS)",
+    "169.254.170.23": "EKS Pod Identity agent",
+    "100.100.100.200": "cloud instance metadata (Alibaba Cloud)",
+    "169.254.0.23": "cloud instance metadata (Tencent Cloud)",
+}
+
+
+def credential(item: Item, extra: tuple[str, ...] = ()) -> str | None:
+    """What credential `item` touches (the catalogue's words), or None."""
+    if not item.kind.has_path:
+        return None
+    for p in CREDENTIALS:
+        if p.matches(item):
+            return p.what
+    for glob in extra:
+        if item.kind in _SOCKETS and fnmatchcase(item.path, glob):
+            return f"credential listed for this agent (`{glob}`)"
+    return None
+
+
+def metadata(item: Item) -> str | None:
+    """Which metadata service `item` connects to, or None."""
+    if item.kind is not Kind.CONNECT:
+        return None
+    addr = item.addr
+    ip = ipaddress.ip_address(addr)
+    if ip.version == 6 and ip.ipv4_mapped is not None:  # pragma: no cover - decode maps it
+        addr = str(ip.ipv4_mapped)
+    return METADATA_ADDRESSES.get(addr)
+
+
+def may_hold_credentials(directory: str, extra: tuple[str, ...] = ()) -> bool:
+    """Could a file directly in `directory` be a catalogued credential? Such a
+    directory is never generalised (its files stay exact, so a new one is seen)."""
+    d = directory.rstrip("/") or "/"
+    for glob in [p.glob for p in CREDENTIALS] + list(extra):
+        parent = glob.rpartition("/")[0] or "/"
+        if fnmatchcase(d, parent):
+            return True
+    return False
