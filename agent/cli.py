@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sandbox": ("agent.commands.sandbox", "sandbox", "Apply, inspect and remove kernel sandboxes."),
     "quarantine": ("agent.commands.quarantine", "quarantine",
                    "Quarantine workloads (egress only to the gateway); list; release."),
+    "baseline": ("agent.commands.baseline", "baseline",
+                 "Show and reset the behaviour baselines learned on this node."),
+    "suggest": ("agent.commands.suggest", "suggest",
+                "Print a least-privilege Cedar sandbox from an agent's baseline."),
 }
 
 

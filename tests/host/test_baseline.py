@@ -1,0 +1,346 @@
+"""The behavioural baseline on this kernel: real processes in real cgroups.
+
+An agent's workload learns (its steady behaviour: a program, some files,
+a TCP peer and a UDP peer), then each detector must fire once with the
+right evidence, steady behaviour must raise nothing and stay in the kernel,
+and a new service over the same state directory must keep the baseline.
+Network probes run in network namespaces of their own where every address
+is local (the metadata address, a port scan), so nothing leaves the host.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.baseline.detect import Detector
+from agent.baseline.events import Item, Kind
+from agent.baseline.service import Anomaly, BaselineConfig, BaselineService, Mode
+from agent.decision.facts import ANOMALY_HIGH, ANOMALY_NONE, NodeFacts
+from agent.registry import FileSource
+from agent.telemetry.audit import AuditLog
+from agent.workloads import WorkloadResolver
+from tests.support import Cgroup, cgroup2_root
+
+LEARN = 3.0
+AGENT = "bl/agent"
+
+# Run inside the workload's cgroup: the steady behaviour.
+STEADY = textwrap.dedent("""
+    import os, socket, subprocess, sys
+    data = sys.argv[1]
+    subprocess.run(["/bin/cat", os.path.join(data, "config.txt")], stdout=subprocess.DEVNULL)
+    for i in range(12):
+        open(os.path.join(data, "cache", f"f{i}.txt")).read()
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=5)
+    s.close()
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.sendto(b"x", ("127.0.0.1", int(sys.argv[3])))
+    u.close()
+    print("[]")
+""")
+
+
+def _registry(base: Path, cg: str, extra: str = "") -> Path:
+    d = base / "registry"
+    d.mkdir(exist_ok=True)
+    (d / "agent.yaml").write_text(textwrap.dedent(f"""
+        apiVersion: manul.dev/v1alpha1
+        kind: Agent
+        metadata: {{name: agent, namespace: bl}}
+        spec:
+          identities:
+            - cgroup: /{cg}
+        """) + extra)
+    return d
+
+
+class World:
+    """A cgroup for the agent's workload, its data, a TCP listener and a UDP port."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.name = f"manul-bl-{uuid.uuid4().hex[:8]}"
+        path = cgroup2_root() / self.name
+        path.mkdir()
+        self.cg = Cgroup(path)
+        self.data = tmp / "data"
+        (self.data / "cache").mkdir(parents=True)
+        (self.data / "config.txt").write_text("x\n")
+        for i in range(12):
+            (self.data / "cache" / f"f{i}.txt").write_text(str(i))
+        self.tcp = socket.socket()
+        self.tcp.bind(("127.0.0.1", 0))
+        self.tcp.listen(64)
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.registry = _registry(tmp, self.name)
+        self.audits: list[AuditLog] = []
+
+    def steady(self) -> None:
+        """The normal: the probes' scaffolding (a shell, a network namespace) and the work."""
+        self.shell("true")
+        self.shell("ip link set lo up", netns=True)
+        self.cg.python(STEADY.replace("sys.argv[1]", repr(str(self.data)))
+                       .replace("sys.argv[2]", repr(str(self.tcp.getsockname()[1])))
+                       .replace("sys.argv[3]", repr(str(self.udp.getsockname()[1]))))
+
+    def shell(self, script: str, netns: bool = False) -> None:
+        cmd = ["unshare", "--net", "sh", "-c", script] if netns else ["sh", "-c", script]
+        r = self.cg.run(cmd)
+        assert r.returncode == 0, r.stderr
+
+    def close(self) -> None:
+        for a in self.audits:
+            a.close()
+        self.tcp.close()
+        self.udp.close()
+        self.cg.destroy()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def _service(w: World, facts: NodeFacts | None = None,
+             found: list[Anomaly] | None = None) -> BaselineService:
+    src = FileSource(w.registry)
+    audit = AuditLog(str(w.tmp / "audit.jsonl"))
+    w.audits.append(audit)
+    return BaselineService(
+        lambda: src.registry, WorkloadResolver(),
+        config=BaselineConfig(mode=Mode.REGISTERED, learn_seconds=LEARN,
+                              state_dir=w.tmp / "state"),
+        audit=audit, facts=facts,
+        on_anomaly=(found.append if found is not None else None))
+
+
+def _drain(svc: BaselineService, seconds: float = 0.5) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        svc.poll(0.05)
+    svc.tick()
+
+
+def _learn(svc: BaselineService, w: World) -> None:
+    svc.start()
+    w.steady()
+    _drain(svc)
+    p = svc.profiles[AGENT]
+    time.sleep(max(0.0, p.started + LEARN - time.time()) + 0.1)
+    svc.tick()
+    assert not p.learning(time.time())
+
+
+def _records(w: World) -> list[dict]:
+    path = w.tmp / "audit.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_learns_then_each_detector_fires_once(world: World) -> None:
+    facts = NodeFacts()
+    found: list[Anomaly] = []
+    svc = _service(world, facts, found)
+    try:
+        _learn(svc, world)
+        p = svc.profiles[AGENT]
+        tcp_port = world.tcp.getsockname()[1]
+        assert Item(Kind.EXEC, path="/usr/bin/cat") in p.items
+        assert Item(Kind.CONNECT, addr="127.0.0.1", port=tcp_port, proto="tcp") in p.items
+        assert (Kind.READ, str(world.data / "cache")) in p.prefixes  # 12 files: generalised
+        assert not found, [a.finding for a in found]
+
+        # Steady behaviour after learning: nothing, and it stays in the kernel.
+        before = svc.sensor.stats()
+        world.steady()
+        _drain(svc)
+        after = svc.sensor.stats()
+        assert not found, [a.finding.summary for a in found]
+        seen = sum(after[k].seen - before[k].seen for k in after)
+        sent = sum(after[k].sent - before[k].sent for k in after)
+        assert seen > 20 and sent == 0, (seen, sent)
+
+        # Each detector, once, with its evidence.
+        world.shell("/usr/bin/id >/dev/null")
+        world.shell("cat /etc/shadow >/dev/null")
+        py = sys.executable
+        world.shell(f"{py} -c 'import socket; socket.socket().connect_ex((\"127.0.0.1\", "
+                    f"{_free_port()}))'")
+        world.shell("ip link set lo up && ip addr add 169.254.169.254/32 dev lo && "
+                    f"{py} -c 'import socket; socket.socket().connect_ex("
+                    "(\"169.254.169.254\", 80))'", netns=True)
+        world.shell(f"ip link set lo up && ip route add local 0.0.0.0/0 dev lo && {py} -c '"
+                    "import socket\nfor p in range(2000, 2030):\n"
+                    "    socket.socket().connect_ex((\"10.9.8.7\", p))'", netns=True)
+        _drain(svc, 1.0)
+        by = {}
+        for a in found:
+            by.setdefault(a.finding.detector, []).append(a)
+        assert [a.finding.evidence["path"] for a in by[Detector.NEW_EXEC]] == ["/usr/bin/id"]
+        cred = by[Detector.CREDENTIAL_ACCESS]
+        assert len(cred) == 1 and cred[0].finding.evidence["path"] == "/etc/shadow"
+        assert cred[0].record["process"]["comm"] == "cat"
+        assert cred[0].record["parent"]["comm"] == "sh"
+        meta = by[Detector.METADATA_ENDPOINT]
+        assert len(meta) == 1 and meta[0].finding.evidence["destination"] == "169.254.169.254:80"
+        scan = by[Detector.PORT_SCAN]
+        assert len(scan) == 1 and scan[0].finding.evidence["busiest_address"] == "10.9.8.7"
+        dests = [a.finding.evidence["destination"] for a in by[Detector.NEW_DESTINATION]]
+        assert any(d.startswith("127.0.0.1:") for d in dests)
+        # the scan's peers are rate-limited records, every one counted
+        assert sum(1 for a in by[Detector.NEW_DESTINATION] if a.written) <= 6
+        assert len(by[Detector.NEW_DESTINATION]) >= 30
+        # the decision point sees the level; the audit log has one record per written finding
+        assert facts.get(AGENT).anomaly_level == ANOMALY_HIGH
+        recs = [r for r in _records(world) if r["kind"] == "anomaly"]
+        assert len(recs) == sum(1 for a in found if a.written)
+        shadow = next(r for r in recs if r["detector"] == "credential-access")
+        assert shadow["agent"] == AGENT and shadow["severity"] == "high"
+        assert shadow["cgroup"].strip("/") == world.name
+        assert shadow["evidence"]["credential"] == "password hashes"
+    finally:
+        svc.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_credential_access_while_learning_is_reported_not_learned(world: World) -> None:
+    found: list[Anomaly] = []
+    svc = _service(world, found=found)
+    try:
+        svc.start()
+        world.shell("cat /etc/shadow >/dev/null")
+        _drain(svc)
+        assert svc.profiles[AGENT].learning(time.time())
+        assert [a.finding.detector for a in found] == [Detector.CREDENTIAL_ACCESS]
+        assert Item(Kind.READ, path="/etc/shadow") not in svc.profiles[AGENT].items
+    finally:
+        svc.close()
+
+
+def test_a_restarted_service_keeps_the_baseline(world: World) -> None:
+    svc = _service(world)
+    try:
+        _learn(svc, world)
+    finally:
+        svc.close()
+    stored = json.loads((world.tmp / "state" / "baseline" / "bl%2Fagent.json").read_text())
+    assert stored["learned_at"] is not None and "exec /usr/bin/cat" in stored["items"]
+
+    found: list[Anomaly] = []
+    facts = NodeFacts()
+    again = _service(world, facts, found)
+    try:
+        again.start()
+        world.steady()
+        _drain(again)
+        assert not found, [a.finding.summary for a in found]
+        st = again.sensor.stats()
+        # seeded from disk: the learned program and peers never left the kernel
+        assert st["exec"].sent == 0 and st["exec"].known >= 1
+        world.shell("/usr/bin/id >/dev/null")
+        _drain(again)
+        assert [a.finding.detector for a in found] == [Detector.NEW_EXEC]
+    finally:
+        again.close()
+
+
+def test_reset_forgets_in_the_kernel_and_learns_again(world: World) -> None:
+    svc = _service(world)
+    try:
+        _learn(svc, world)
+        assert svc.store.reset(AGENT)
+        svc.tick()
+        assert AGENT not in svc.profiles
+        world.shell("/usr/bin/id >/dev/null")
+        _drain(svc)
+        p = svc.profiles[AGENT]
+        assert p.learning(time.time()) and Item(Kind.EXEC, path="/usr/bin/id") in p.items
+        # the kernel forgot too: the old program is novel again
+        world.steady()
+        _drain(svc)
+        assert Item(Kind.EXEC, path="/usr/bin/cat") in p.items
+    finally:
+        svc.close()
+
+
+def test_unwatched_workloads_cost_no_events(world: World, tmp_path: Path) -> None:
+    path = cgroup2_root() / f"manul-bl-other-{uuid.uuid4().hex[:6]}"
+    path.mkdir()
+    other = Cgroup(path)
+    try:
+        svc = _service(world)
+        try:
+            svc.start()
+            r = other.run(["sh", "-c", "cat /etc/shadow >/dev/null; /usr/bin/id >/dev/null"])
+            assert r.returncode == 0
+            _drain(svc)
+            st = svc.sensor.stats()
+            assert sum(s.seen for s in st.values()) == 0
+        finally:
+            svc.close()
+    finally:
+        other.destroy()
+
+
+def test_anomaly_level_falls_back(world: World) -> None:
+    facts = NodeFacts()
+    svc = _service(world, facts)
+    try:
+        _learn(svc, world)
+        world.shell("cat /etc/shadow >/dev/null")
+        _drain(svc)
+        assert facts.get(AGENT).anomaly_level == ANOMALY_HIGH
+        svc.tick(time.time() + svc.config.level_seconds + 1)
+        assert facts.get(AGENT).anomaly_level == ANOMALY_NONE
+    finally:
+        svc.close()
+
+
+@pytest.mark.parametrize("missing", ["unshare", "ip"])
+def test_probe_tools_are_installed(missing: str) -> None:
+    assert shutil.which(missing), f"`{missing}` is needed by these tests (util-linux, iproute2)"
+
+
+def test_cli_show_and_reset(world: World) -> None:
+    svc = _service(world)
+    try:
+        _learn(svc, world)
+    finally:
+        svc.close()
+    manul = [sys.executable, "-m", "agent.cli"]
+    state = str(world.tmp / "state")
+    r = subprocess.run([*manul, "baseline", "show", AGENT, "--state-dir", state],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "/usr/bin/cat" in r.stdout and "detecting since" in r.stdout
+    assert f"{world.data / 'cache'}/*" in r.stdout
+    r = subprocess.run([*manul, "baseline", "show", AGENT, "--state-dir", state, "--json"],
+                       capture_output=True, text=True, check=False)
+    assert json.loads(r.stdout)["name"] == AGENT
+    r = subprocess.run([*manul, "baseline", "show", "nobody", "--state-dir", state],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 1 and "no baseline for `nobody`" in r.stderr and AGENT in r.stderr
+    r = subprocess.run([*manul, "baseline", "reset", AGENT, "--state-dir", state],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0 and "deleted" in r.stdout
+    assert not (world.tmp / "state" / "baseline" / "bl%2Fagent.json").exists()
