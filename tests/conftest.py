@@ -15,6 +15,10 @@ from typing import Any
 
 import pytest
 
+# Learned baselines of every agent a test runs go to a scratch directory, never
+# to the machine's /var/lib/manul (set before agent.baseline is imported).
+os.environ.setdefault("MANUL_STATE_DIR", f"/tmp/manul-test-state-{os.getpid()}")
+
 from tests.support import BPF_DIR, Cgroup, cgroup2_root
 
 

@@ -25,7 +25,8 @@ from agent.baseline.profile import Profile
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STATE_DIR = Path("/var/lib/manul")
+# `--state-dir`'s default; MANUL_STATE_DIR moves it (tests, unprivileged trials).
+DEFAULT_STATE_DIR = Path(os.environ.get("MANUL_STATE_DIR") or "/var/lib/manul")
 
 
 class Store:

@@ -29,7 +29,7 @@ _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 state_dir_option = click.option(
     "--state-dir", type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_STATE_DIR, show_default=True,
+    default=DEFAULT_STATE_DIR, show_default=True, envvar="MANUL_STATE_DIR",
     help="Where `manul run` keeps learned baselines (its --state-dir).")
 
 

@@ -52,7 +52,7 @@ from agent.telemetry.logs import Output, resolve
               help="How long each agent's baseline learns before its detectors run "
                    "(90s, 30m, 2h, 1d).")
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
-              default=DEFAULT_STATE_DIR, show_default=True,
+              default=DEFAULT_STATE_DIR, show_default=True, envvar="MANUL_STATE_DIR",
               help="Where learned baselines are kept across restarts.")
 @click.option("--pin-root", type=click.Path(path_type=Path), default=PIN_ROOT, hidden=True,
               envvar="MANUL_PIN_ROOT", help="bpffs directory of the pinned state.")
