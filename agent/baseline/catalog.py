@@ -101,7 +101,10 @@ def may_hold_credentials(directory: str, extra: tuple[str, ...] = ()) -> bool:
     directory is never generalised (its files stay exact, so a new one is seen)."""
     d = directory.rstrip("/") or "/"
     for glob in [p.glob for p in CREDENTIALS] + list(extra):
-        parent = glob.rpartition("/")[0] or "/"
-        if fnmatchcase(d, parent):
+        parent, _, name = glob.rpartition("/")
+        # the pattern's own directory, or (`*` spans `/`) a file named like its
+        # last component directly in `d` (`/etc/kubernetes/*.conf` reaches
+        # `/etc/kubernetes/manifests/x.conf`)
+        if fnmatchcase(d, parent or "/") or fnmatchcase(f"{d.rstrip('/')}/{name}", glob):
             return True
     return False

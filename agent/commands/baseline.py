@@ -13,7 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -71,7 +71,7 @@ def baseline() -> None:
 def list_cmd(state_dir: Path, as_json: bool) -> None:
     """List the baselines kept on this node."""
     store = Store(state_dir)
-    rows = []
+    rows: list[dict[str, Any]] = []
     now = time.time()
     for name in store.names():
         try:
