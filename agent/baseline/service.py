@@ -111,6 +111,7 @@ class BaselineService:
         self._lock = threading.RLock()
         self._exported: dict[tuple[str, str], int] = {}
         self._last_flush = 0.0
+        self._urgent = False  # flush at the next tick (a new profile, learning ended)
         self._last_sync = 0.0
         self.anomalies = 0
 
@@ -198,6 +199,7 @@ class BaselineService:
             if p is None:
                 p = Profile(name, self.config.learn_seconds, now)
                 self._dirty.add(name)
+                self._urgent = True  # on disk at once: `manul baseline show` sees it
                 log.info("baseline of `%s`: learning for %g s", name, p.learn_seconds)
             agent = self._agent(name)
             if agent is not None:
@@ -355,6 +357,7 @@ class BaselineService:
                 if p is not None and not p.learning(now):
                     self._learning.discard(name)
                     self._dirty.add(name)
+                    self._urgent = True
                     counts = p.counts()
                     log.info("baseline of `%s` learned: %s", name, counts)
                     if self.audit is not None:
@@ -365,7 +368,7 @@ class BaselineService:
                     self._levels[key] = (ANOMALY_NONE, last)
                     if self.facts is not None:
                         self.facts.set_anomaly_level(key, ANOMALY_NONE)
-            if now - self._last_flush >= self.config.flush_seconds:
+            if self._urgent or now - self._last_flush >= self.config.flush_seconds:
                 self.flush()
             self._export(now)
 
@@ -384,6 +387,7 @@ class BaselineService:
 
     def flush(self, force: bool = False) -> None:
         self._last_flush = time.time()
+        self._urgent = False
         for name in sorted(self._dirty):
             p = self.profiles.get(name)
             if p is None:

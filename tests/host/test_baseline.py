@@ -344,3 +344,52 @@ def test_cli_show_and_reset(world: World) -> None:
                        capture_output=True, text=True, check=False)
     assert r.returncode == 0 and "deleted" in r.stdout
     assert not (world.tmp / "state" / "baseline" / "bl%2Fagent.json").exists()
+
+
+def test_on_anomaly_quarantine_cuts_egress_except_the_gateway(world: World) -> None:
+    """`spec.baseline.onAnomaly: quarantine`: after an anomaly, the workload may
+    connect only to the gateway (positive control: before it, anywhere)."""
+    import errno
+
+    from agent.discovery.quarantine import Quarantine
+    from agent.kernel.fs import BPFFS, ensure_bpffs
+
+    (world.registry / "agent.yaml").write_text(
+        (world.registry / "agent.yaml").read_text()
+        + "  baseline: {onAnomaly: quarantine}\n")
+    ensure_bpffs()
+    pin = BPFFS / f"manul-test-{uuid.uuid4().hex[:8]}"
+    q = Quarantine(root=pin)
+    q.start()
+    q.set_allowed(["127.0.0.1/32"])  # the gateway
+    other = socket.socket()
+    other.bind(("127.0.0.2", 0))
+    other.listen(8)
+    connect = ("import json, socket\ns = socket.socket()\ns.settimeout(2)\n"
+               "print(json.dumps(s.connect_ex(({host!r}, {port}))))")
+    found: list[Anomaly] = []
+    src = FileSource(world.registry)
+    audit = AuditLog(str(world.tmp / "audit.jsonl"))
+    world.audits.append(audit)
+    svc = BaselineService(
+        lambda: src.registry, WorkloadResolver(),
+        config=BaselineConfig(learn_seconds=60, state_dir=world.tmp / "state"), audit=audit,
+        quarantine=lambda w: (q.add(w.cgroup_id), True)[1], on_anomaly=found.append)
+    try:
+        svc.start()
+        port2 = other.getsockname()[1]
+        assert world.cg.python(connect.format(host="127.0.0.2", port=port2)) == 0
+        world.shell("cat /etc/shadow > /dev/null")
+        _drain(svc)
+        assert [a.finding.detector for a in found] == [Detector.CREDENTIAL_ACCESS]
+        assert q.cgroups() == [world.cg.id]
+        assert world.cg.python(connect.format(host="127.0.0.2", port=port2)) == errno.EPERM
+        gw = world.tcp.getsockname()[1]
+        assert world.cg.python(connect.format(host="127.0.0.1", port=gw)) == 0
+        recs = [r for r in _records(world) if r["kind"] == "quarantine"]
+        assert len(recs) == 1 and recs[0]["agent"] == AGENT
+    finally:
+        svc.close()
+        q.close()
+        other.close()
+        shutil.rmtree(pin, ignore_errors=True)
