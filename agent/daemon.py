@@ -147,7 +147,7 @@ class Daemon:
         self.discovery = Discovery(
             self.registry, self.resolver, audit=self.audit, quarantine=self.quarantine,
             quarantine_shadow=config.quarantine_shadow,
-            protect_cgroups=self.protect)
+            protect_cgroups=self.protect, on_server_name=self._server_name)
         # The one policy set: both enforcement points read this one reading.
         source: PolicySetSource = (PolicyFolder(config.policies) if config.policies is not None
                                    else PolicyRecords(self.registry))
@@ -382,6 +382,10 @@ class Daemon:
             except ManulError as e:
                 log.error("sandbox: %s", e)
                 self.stop_event.wait(2.0)
+
+    def _server_name(self, hs: Any, sni: str) -> None:
+        if self.baseline is not None:
+            self.baseline.server_name(hs.cgroup_id, hs.tgid, hs.dst, sni)
 
     def _baseline_loop(self) -> None:
         """Learn and judge the baseline's novel events; housekeeping once a second."""

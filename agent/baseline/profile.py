@@ -28,6 +28,7 @@ FORMAT = 1
 GENERALISE_AT = 8  # distinct files of one kind directly in one directory
 SCRATCH_DIRS = frozenset({"/tmp", "/var/tmp", "/dev/shm"})
 NOVEL_KEPT = 200
+HOSTS_KEPT = 8  # TLS server names kept per peer address
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Profile:
     items: dict[Item, Seen] = field(default_factory=dict)
     prefixes: dict[tuple[Kind, str], Seen] = field(default_factory=dict)
     novel: dict[Item, Seen] = field(default_factory=dict)  # after learning, not anomalous
+    hosts: dict[str, set[str]] = field(default_factory=dict)  # peer address -> TLS names
     credentials: tuple[str, ...] = ()  # the agent's extra credential patterns
 
     def learning(self, now: float) -> bool:
@@ -118,6 +120,14 @@ class Profile:
         elif len(self.novel) < NOVEL_KEPT:
             self.novel[item] = Seen(when, when)
 
+    def name_peer(self, addr: str, host: str) -> bool:
+        """`host` (a TLS server name) was reached at `addr`; True if that is news."""
+        names = self.hosts.setdefault(addr, set())
+        if host in names or len(names) >= HOSTS_KEPT:
+            return False
+        names.add(host)
+        return True
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for i in self.items:
@@ -137,6 +147,7 @@ class Profile:
             "directories": {f"{k} {d}/": s.to_json()
                             for (k, d), s in sorted(self.prefixes.items())},
             "novel_after_learning": {str(i): s.to_json() for i, s in sorted(self.novel.items())},
+            "hosts": {a: sorted(n) for a, n in sorted(self.hosts.items())},
         }
 
     @classmethod
@@ -160,6 +171,9 @@ class Profile:
             field_name = "novel_after_learning"
             for text, s in data.get("novel_after_learning", {}).items():
                 p.novel[Item.parse(text)] = Seen.from_json(s)
+            field_name = "hosts"
+            for addr, names in data.get("hosts", {}).items():
+                p.hosts[str(addr)] = {str(n) for n in names}
         except (KeyError, TypeError, ValueError, IndexError, BaselineError) as e:
             raise BaselineError(f"{where}: field `{field_name}`: {e}") from None
         return p

@@ -106,6 +106,7 @@ class BaselineService:
         self._levels: dict[str, tuple[int, float]] = {}  # agent key -> (level, last anomaly)
         self._learning: set[str] = set()
         self._quarantined: set[int] = set()
+        self._names: dict[str, str] = {}  # peer address -> the last TLS server name seen for it
         self.scan = PortScan()
         self.limiter = KeyedLimiter(config.records_per_minute / 60.0, config.records_burst)
         self._lock = threading.RLock()
@@ -262,6 +263,23 @@ class BaselineService:
                     self._dirty.add(name)
             return [self._report(f, name, a, now) for f in findings]
 
+    def server_name(self, cgroup_id: int, tgid: int, addr: str, host: str) -> None:
+        """A TLS handshake to `host` at `addr` (discovery, every handshake): the peer's
+        name, for the evidence of later findings and the profile of whoever made it."""
+        with self._lock:
+            if len(self._names) >= 4096:
+                self._names.pop(next(iter(self._names)))
+            self._names[addr] = host
+            w = self.resolver.resolve(cgroup_id, tgid)
+            if w is None:
+                return
+            rec = self._registry().match_any(w.identities())
+            name = (rec.meta.key if isinstance(rec, Agent) and rec.meta.key in self._agent_scope
+                    else w.name if self.config.mode is Mode.ALL else None)
+            p = self.profiles.get(name) if name is not None else None
+            if p is not None and p.name_peer(addr, host):
+                self._dirty.add(p.name)
+
     def observe(self, *, agent: Agent | None, workload: Workload | None, provider: str,
                 sni: str, destination: str, pid: int, process: str, ja4: str,
                 gateway: bool) -> Anomaly | None:
@@ -303,7 +321,7 @@ class BaselineService:
             "namespace": workload.namespace if workload is not None else "",
             "pod": workload.pod if workload is not None else "",
             "cgroup": workload.cgroup_path if workload is not None else "",
-            "process": process, "parent": parent, "evidence": f.evidence,
+            "process": process, "parent": parent, "evidence": self._named(f.evidence),
         }
         if written:
             rec["suppressed"] = self.limiter.take_suppressed(key)
@@ -320,6 +338,15 @@ class BaselineService:
         if self.on_anomaly is not None:
             self.on_anomaly(out)
         return out
+
+    def _named(self, evidence: dict[str, Any]) -> dict[str, Any]:
+        """The evidence, with the peer's TLS server name when one was seen."""
+        dest = evidence.get("destination")
+        if isinstance(dest, str) and "host" not in evidence:
+            host = self._names.get(dest.rpartition(":")[0].strip("[]"))
+            if host:
+                return {**evidence, "host": host}
+        return evidence
 
     def _respond(self, agent: Agent, w: Workload) -> None:
         if self._quarantine is None or w.cgroup_id in self._quarantined:

@@ -125,7 +125,9 @@ def show(agent: str, state_dir: Path, as_json: bool) -> None:
             _out.print(f"    {escape(d)}/*  [dim](every file directly in it)[/]")
         for i in items:
             text = str(i).split(" ", 1)[1]
-            _out.print(f"    {escape(text)}  [dim]x{p.items[i].count}[/]")
+            names = ", ".join(sorted(p.hosts.get(i.addr, ()))) if i.addr else ""
+            named = f"  ({escape(names)})" if names else ""
+            _out.print(f"    {escape(text)}{named}  [dim]x{p.items[i].count}[/]")
     if p.novel:
         _out.print(f"  [bold]novel after learning, not anomalous[/] ({len(p.novel)})")
         for i in sorted(p.novel):

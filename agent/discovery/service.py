@@ -71,13 +71,15 @@ class Discovery:
     def __init__(self, registry: Callable[[], Registry], resolver: WorkloadResolver, *,
                  audit: AuditLog | None = None, quarantine: Quarantine | None = None,
                  quarantine_shadow: bool = False, protect_cgroups: frozenset[int] = frozenset(),
-                 ) -> None:
+                 on_server_name: Callable[[Handshake, str], None] | None = None) -> None:
         self._registry = registry
         self.resolver = resolver
         self.audit = audit
         self.quarantine = quarantine
         self.quarantine_shadow = quarantine_shadow and quarantine is not None
         self._protect = protect_cgroups  # never quarantined (the root, the agent itself)
+        # every handshake's server name, LLM provider or not (the baseline names peers)
+        self.on_server_name = on_server_name
         self.inventory = Inventory()
         self.stats = Stats()
         self._catalog: tuple[Registry, Catalog] | None = None
@@ -106,6 +108,8 @@ class Discovery:
         if not sni:
             self.stats.no_sni += 1
             return None
+        if self.on_server_name is not None:
+            self.on_server_name(hs, sni)
         match = self.catalog().match(sni)
         if match is None:
             self.stats.other_hosts += 1

@@ -114,6 +114,7 @@ def test_run_detects_and_keeps_its_baseline_across_kill_9(tmp_path: Path,
 
     stored = json.loads((tmp_path / "state" / "baseline" / "bl%2Fagent.json").read_text())
     assert stored["learned_at"] is not None and "read /etc/hostname" in stored["items"]
+    assert "api.openai.com" in stored["hosts"]["127.0.0.1"]  # peers are named by their SNI
 
     proc = _start(tmp_path, registry, stderr)
     try:
