@@ -11,6 +11,7 @@ import click
 from rich.console import Console, Group
 from rich.live import Live
 
+from agent.baseline.service import Mode
 from agent.commands._discovery_view import inventory_table, observation_line
 from agent.commands._options import agent_options, stop_on_signals
 from agent.daemon import Daemon, DaemonConfig
@@ -55,7 +56,8 @@ def discover(registry: Path, duration: float, as_json: bool, kubernetes: bool, n
                                      audit_log=audit_log, quarantine_shadow=quarantine_shadow,
                                      quarantine_allow=list(allow), kubernetes=kubernetes,
                                      node=node, pods_file=pods_file, sandbox=False,
-                                     trust_domain=trust_domain), on_observation=seen)
+                                     baseline=Mode.OFF, trust_domain=trust_domain),
+                        on_observation=seen)
     except ManulError as e:
         err.print(f"[red]manul discover:[/] {e}")
         sys.exit(1)
