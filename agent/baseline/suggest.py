@@ -219,8 +219,14 @@ _LOADERS = ("ELF interpreters (the kernel's own mappings during a permitted exec
 _LIBS = "shared objects read"
 _LIB_DIRS = "generalised directories of libraries"
 _CONNECT = "peers connected to"
+_DEVICES = ("the standard devices: the baseline sees only opens that succeed, and a "
+            "shell's open of /dev/tty fails without a terminal, but the sandbox decides it")
 _GROUPS = (_READ, _WRITTEN_READ, _LISTED, _WRITTEN, _RUN, _SCRIPTS, _RUN_MAPPED, _LOADERS, _LIBS,
-           _PROC, _DIRS, _LIB_DIRS)
+           _PROC, _DIRS, _LIB_DIRS, _DEVICES)
+# Opened by every shell and runtime, often in vain (no terminal): never novelty, and
+# nothing to protect.
+STANDARD_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
+                    "/dev/tty")
 
 
 def _group_order(group: tuple[str, object]) -> int:
@@ -277,6 +283,9 @@ class _Suggestion:
 
 def _collect(profile: Profile, interpreters: Mapping[str, str]) -> _Suggestion:
     s = _Suggestion()
+    for device in STANDARD_DEVICES:
+        s.path("readFile", _DEVICES, device)
+        s.path("writeFile", _DEVICES, device)
     for item in sorted(profile.items):
         if item.kind in _PATH_KINDS and _proc_rest(item.path):
             action = "readFile" if item.kind is Kind.READ else "writeFile"

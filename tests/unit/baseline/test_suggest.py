@@ -324,7 +324,8 @@ def test_a_path_cannot_inject_policy() -> None:
     text = suggest(make_profile(items, []), AGENT,
                    interpreters={"/usr/bin/true": "/lib/ld\n.so"})
     case, comp, ev = compiled(text)
-    assert len(comp.cedar_ids) == 4  # readFile, exec, loadLibrary, credentials
+    # readFile, writeFile (the standard devices), exec, loadLibrary, credentials
+    assert len(comp.cedar_ids) == 5
     assert allows(ev, "readFile", evil) and allows(ev, "readFile", "/r\u202eb")
     assert allows(ev, "loadLibrary", "/lib/ld\n.so")
     assert not allows(ev, "readFile", "/etc/passwd")
@@ -344,7 +345,7 @@ def test_proc_self_is_the_proc_prefix() -> None:
     assert "permitted through the /proc/ prefix" in text
 
 
-def test_empty_profile_denies_everything() -> None:
+def test_empty_profile_denies_all_but_the_standard_devices() -> None:
     text = suggest(make_profile([], []), AGENT)
     _, _, ev = compiled(text)
     assert "0 items and 0 directories" in text
@@ -504,3 +505,13 @@ def test_interpreters_for_under_a_root(tmp_path: Path) -> None:
     assert allows(ev, "loadLibrary", "/usr/lib/ld-real.so")
     assert not allows(ev, "exec", "/usr/lib/ld-real.so")
     assert not allows(ev, "exec", "/opt/app/other.sh")
+
+
+def test_the_standard_devices_are_permitted() -> None:
+    """A shell opens /dev/tty read-write and fails without a terminal: the baseline
+    never sees it, the sandbox decides it (found by tests/kernel/test_suggest.py)."""
+    text = suggest(make_profile([], []), AGENT)
+    _, _, ev = compiled(text)
+    for device in ("/dev/tty", "/dev/null", "/dev/urandom"):
+        assert allows(ev, "readFile", device) and allows(ev, "writeFile", device)
+    assert not allows(ev, "readFile", "/dev/mem") and not allows(ev, "writeFile", "/dev/sda")
