@@ -55,7 +55,7 @@
  * kernel's sleepable LSM hook set, which is what bpf_d_path_allowed()
  * checks). Everywhere else (hooks that get a directory and a dentry, or a
  * dentry alone, and the tracepoints) the path is walked through d_parent /
- * mnt_parent (sbx_walk), as d_path does: at most SBX_WALK_DEPTH components,
+ * mnt_parent (sbx_walk), as d_path does: at most MANUL_WALK_DEPTH components,
  * each cut at NAME_MAX; a deeper path cannot be resolved and is denied.
  */
 #include "vmlinux.h"
@@ -65,6 +65,7 @@
 #include <bpf/bpf_endian.h>
 #include "manul.h"
 #include "events.h"
+#include "pathwalk.h"
 /* The policy maps and their lookups (also built alone for the layout tests). */
 #include "sandbox_maps.bpf.c"
 
@@ -98,10 +99,8 @@ MANUL_BTF_EXPORT(manul_sandbox_event);
 #define S_IFDIR 0040000
 #define SBX_ALL_SLOTS ((1U << MANUL_SBX_PATH_ACTIONS) - 1)
 
-#define SBX_PATH_BUF 4096		/* PATH_MAX: what bpf_d_path may write */
+#define SBX_PATH_BUF MANUL_WALK_BUF	/* PATH_MAX: what bpf_d_path may write */
 #define SBX_PATH_MASK (SBX_PATH_BUF - 1)
-#define SBX_WALK_DEPTH 48		/* components the tracepoints' walk follows */
-#define SBX_NAME_MAX 255
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -142,7 +141,7 @@ struct sbx_scratch {
 	__u32 prefixlen;
 	__u32 sandbox_id;
 	char path[SBX_PATH_BUF];
-	char walk[SBX_PATH_BUF + SBX_NAME_MAX + 1];	/* the tracepoints' walk, built backwards */
+	char walk[MANUL_WALK_SIZE];	/* the tracepoints' walk, built backwards (pathwalk.h) */
 };
 
 struct {
@@ -543,118 +542,22 @@ int BPF_PROG(manul_sbx_exec_done, struct task_struct *p, pid_t old_pid, struct l
 	return 0;
 }
 
-/* ---- the path walk (where bpf_d_path cannot be used) --------------------- */
-
-struct sbx_walk_ctx {
-	struct sbx_scratch *s;
-	struct dentry *dentry;
-	struct vfsmount *vfsmnt;
-	struct mount *mnt;
-	struct dentry *root_dentry;
-	struct vfsmount *root_mnt;
-	__u64 mnt_off;
-	__u32 pos;			/* where the path starts in s->walk */
-	__u32 done;			/* reached the root */
-	__u32 outside;			/* the dentry is not below the mount's root */
-	__u32 unreached;		/* ... or below it, but not below the task's root */
-};
-
-/* One step up: a component, or a mount crossing. 1 stops bpf_loop. */
-static long sbx_walk_step(__u32 i, void *data)
-{
-	struct sbx_walk_ctx *c = data;
-	struct dentry *dentry = c->dentry, *parent, *mnt_root;
-	struct vfsmount *vfsmnt = c->vfsmnt;
-	struct mount *mnt = c->mnt, *mnt_parent;
-	struct qstr name;
-	__u32 len, pos;
-
-	if (dentry == c->root_dentry && vfsmnt == c->root_mnt)
-		goto done;
-	mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
-	if (dentry == mnt_root) {
-		mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
-		if (mnt_parent == mnt) {
-			c->unreached = 1;	/* the namespace's root, not the task's */
-			goto done;
-		}
-		c->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
-		c->mnt = mnt_parent;
-		c->vfsmnt = (void *)mnt_parent + c->mnt_off;
-		return 0;
-	}
-	parent = BPF_CORE_READ(dentry, d_parent);
-	if (parent == dentry) {
-		c->outside = 1;		/* a file system's root, but not this mount's */
-		goto done;
-	}
-	name = BPF_CORE_READ(dentry, d_name);
-	len = name.len;
-	if (len > SBX_NAME_MAX)
-		len = SBX_NAME_MAX;
-	pos = c->pos;
-	if (pos < len + 2 || pos > SBX_PATH_MASK)
-		return 1;		/* longer than PATH_MAX: truncated */
-	pos -= len;
-	if (bpf_probe_read_kernel(&c->s->walk[pos & SBX_PATH_MASK], len & SBX_NAME_MAX,
-				  name.name) < 0)
-		manul_count_err(MANUL_ERR_READ);
-	pos -= 1;
-	c->s->walk[pos & SBX_PATH_MASK] = '/';
-	c->pos = pos;
-	c->dentry = parent;
-	return 0;
-done:
-	c->done = 1;
-	return 1;
-}
+/* ---- the path walk (where bpf_d_path cannot be used): pathwalk.h -------- */
 
 /* Build the path of (vfsmnt, dentry) from the task's root into s->path, as
  * d_path would (bpf_d_path is not allowed in tracepoints); returns its
  * length with the NUL, 0 when the dentry is not below the mount's root, or
- * -1 when it is deeper than SBX_WALK_DEPTH components or longer than
+ * -1 when it is deeper than MANUL_WALK_DEPTH components or longer than
  * PATH_MAX. A name the task's root does not reach (a chroot's caller, an fd
  * from outside it) is, like d_path's, the path from the namespace's root;
  * with `reachable`, it is 0 instead: no name the task has. */
 static __always_inline long sbx_walk_from(struct sbx_scratch *s, struct vfsmount *vfsmnt,
 					  struct dentry *dentry, bool reachable)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct sbx_walk_ctx c = {
-		.s = s,
-		.dentry = dentry,
-		.vfsmnt = vfsmnt,
-		.root_dentry = BPF_CORE_READ(task, fs, root.dentry),
-		.root_mnt = BPF_CORE_READ(task, fs, root.mnt),
-		.mnt_off = bpf_core_field_offset(struct mount, mnt),
-		.pos = SBX_PATH_BUF - 1,
-		.done = 0,
-		.outside = 0,
-		.unreached = 0,
-	};
-	__u32 pos, len;
+	__u32 full = 0;
 
 	sbx_note_stack(BPF_CORE_READ(vfsmnt, mnt_sb));
-	c.mnt = (void *)vfsmnt - c.mnt_off;
-	s->walk[SBX_PATH_BUF - 1] = 0;
-	bpf_loop(SBX_WALK_DEPTH, sbx_walk_step, &c, 0);
-	if (!c.done) {
-		manul_count_err(MANUL_ERR_TRUNCATED);
-		return -1;
-	}
-	if (c.outside || (reachable && c.unreached))
-		return 0;	/* not below this mount: no path through it */
-	pos = c.pos;
-	if (pos == SBX_PATH_BUF - 1) {
-		pos -= 1;
-		s->walk[SBX_PATH_BUF - 2] = '/';	/* the root itself */
-	}
-	len = SBX_PATH_BUF - pos;	/* with the NUL */
-	if (len > SBX_PATH_MASK)
-		return -1;
-	if (bpf_probe_read_kernel(s->path, len, &s->walk[pos & SBX_PATH_MASK]) < 0)
-		return -1;
-	return len;
+	return manul_walk_path(s->walk, s->path, SBX_PATH_BUF, vfsmnt, dentry, reachable, &full);
 }
 
 
@@ -1005,13 +908,13 @@ static __always_inline long sbx_dir_name(struct sbx_scratch *s, long dirlen, str
 	if (dirlen <= 0)
 		return dirlen;
 	pos = dirlen - 1;		/* where the NUL is */
-	if (len > SBX_NAME_MAX || pos + len + 2 > SBX_PATH_BUF)
+	if (len > MANUL_NAME_MAX || pos + len + 2 > SBX_PATH_BUF)
 		return -1;
 	if (dirlen != 2) {		/* "/\0": the root takes no separator */
 		s->path[pos & SBX_PATH_MASK] = '/';
 		pos++;
 	}
-	if (bpf_probe_read_kernel(&s->path[pos & SBX_PATH_MASK], len & SBX_NAME_MAX, name.name) < 0)
+	if (bpf_probe_read_kernel(&s->path[pos & SBX_PATH_MASK], len & MANUL_NAME_MAX, name.name) < 0)
 		return -1;
 	pos += len;
 	s->path[pos & SBX_PATH_MASK] = 0;

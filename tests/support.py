@@ -706,3 +706,32 @@ def sandboxed_agent_registry(base: Path, cg_name: str, policies: dict[str, str],
                     f"metadata: {{name: {name}}}\nspec:\n  file: {file}{extra}\n")
     (d / "records.yaml").write_text("---\n".join(docs))
     return d
+
+
+def sandbox_decisions(root: Path) -> list[Any]:
+    """The sandbox's audit trail under pin root `root`, drained (`Decision`s)."""
+    from agent.sandbox import SandboxMaps
+    from agent.sandbox.events import AuditTrail
+
+    with SandboxMaps.open(root) as maps:
+        trail = AuditTrail(maps)
+        try:
+            return trail.drain()
+        finally:
+            trail.close()
+
+
+def baseline_agent_registry(base: Path, cg_name: str, extra: str = "") -> Path:
+    """A registry folder: Agent `bl/agent` bound to cgroup `/<cg_name>` (no sandbox);
+    `extra` is appended to its spec (indented two spaces)."""
+    d = base / "registry"
+    d.mkdir(exist_ok=True)
+    (d / "agent.yaml").write_text(textwrap.dedent(f"""
+        apiVersion: manul.dev/v1alpha1
+        kind: Agent
+        metadata: {{name: agent, namespace: bl}}
+        spec:
+          identities:
+            - cgroup: /{cg_name}
+        """) + extra)
+    return d

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from agent.baseline.errors import BaselineError
 from agent.baseline.events import Activity, Item, Kind, decode, prefix_key
-from agent.kernel import BpfObject, RingBuffer, abi
-from agent.kernel.fs import cgroup2_root, ensure_bpffs
+from agent.kernel import BpfObject, abi
+from agent.kernel.sensor import Sensor
 
 log = logging.getLogger(__name__)
 
@@ -49,59 +49,24 @@ class KindStats:
     lost: int  # novel, but the ring buffer was full
 
 
-class BehaviourSensor:
+class BehaviourSensor(Sensor):
+    OBJECT = "baseline"
+    RINGBUF = "bl_events"
+
     def __init__(self, observe_all: bool = False, cgroup: str | Path | None = None,
-                 ringbuf_bytes: int = 1 << 22, seen_entries: int = 1 << 16) -> None:
+                 ringbuf_bytes: int = 1 << 22, seen_entries: int = 1 << 14) -> None:
+        super().__init__(cgroup, ringbuf_bytes)
         self.observe_all = observe_all
-        self.cgroup = Path(cgroup) if cgroup else None
-        self.ringbuf_bytes = ringbuf_bytes
         self.seen_entries = seen_entries
-        self._obj: BpfObject | None = None
-        self._rb: RingBuffer | None = None
+
+    def configure(self, obj: BpfObject) -> None:
+        lo, hi = ephemeral_ports()
+        obj.set_rodata(observe_all=int(self.observe_all), ephemeral_lo=lo, ephemeral_hi=hi)
+        obj.set_max_entries("bl_seen", self.seen_entries)
 
     def __enter__(self) -> BehaviourSensor:
-        ensure_bpffs()
-        root = self.cgroup or cgroup2_root()[0]
-        lo, hi = ephemeral_ports()
-        obj = BpfObject.open("baseline")
-        try:
-            obj.set_rodata(observe_all=int(self.observe_all), ephemeral_lo=lo, ephemeral_hi=hi)
-            obj.set_max_entries("bl_events", self.ringbuf_bytes)
-            obj.set_max_entries("bl_seen", self.seen_entries)
-            obj.load()
-            obj.attach_all(cgroup=root)
-            self._rb = RingBuffer(obj.map("bl_events"), obj.map("manul_errors"))
-        except BaseException:
-            obj.close()
-            raise
-        self._obj = obj
-        log.info("behaviour observation attached (%s)",
-                 "every workload" if self.observe_all else "watched cgroups")
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._rb is not None:
-            self._rb.close()
-            self._rb = None
-        if self._obj is not None:
-            self._obj.close()
-            self._obj = None
-
-    @property
-    def started(self) -> bool:
-        return self._rb is not None
-
-    @property
-    def obj(self) -> BpfObject:
-        if self._obj is None:
-            raise BaselineError("the behaviour sensor is not started")
-        return self._obj
-
-    @property
-    def ringbuf(self) -> RingBuffer:
-        if self._rb is None:
-            raise BaselineError("the behaviour sensor is not started")
-        return self._rb
 
     # -- whom to watch ----------------------------------------------------------
 
@@ -178,5 +143,3 @@ class BehaviourSensor:
             out[name] = KindStats(*vals)
         return out
 
-    def errors(self) -> dict[str, int]:
-        return self.ringbuf.errors()

@@ -442,11 +442,12 @@ class BaselineService:
         """For /healthz: mode, profiles, and what the kernel kept back."""
         now = time.time()
         with self._lock:
-            stats = self.sensor.stats()
+            stats = self.sensor.stats() if self.sensor.started else {}
             seen = sum(s.seen for s in stats.values())
             known = sum(s.known for s in stats.values())
             return {
                 "mode": str(self.config.mode),
+                "started": self.sensor.started,
                 "profiles": {n: {"learning": p.learning(now), "items": p.counts(),
                                  "learn_ends": round(p.started + p.learn_seconds, 1)}
                              for n, p in sorted(self.profiles.items())},

@@ -30,7 +30,7 @@ from agent.decision.facts import ANOMALY_HIGH, ANOMALY_NONE, NodeFacts
 from agent.registry import FileSource
 from agent.telemetry.audit import AuditLog
 from agent.workloads import WorkloadResolver
-from tests.support import Cgroup, cgroup2_root
+from tests.support import Cgroup, baseline_agent_registry, cgroup2_root
 
 LEARN = 3.0
 AGENT = "bl/agent"
@@ -49,20 +49,6 @@ STEADY = textwrap.dedent("""
     u.close()
     print("[]")
 """)
-
-
-def _registry(base: Path, cg: str, extra: str = "") -> Path:
-    d = base / "registry"
-    d.mkdir(exist_ok=True)
-    (d / "agent.yaml").write_text(textwrap.dedent(f"""
-        apiVersion: manul.dev/v1alpha1
-        kind: Agent
-        metadata: {{name: agent, namespace: bl}}
-        spec:
-          identities:
-            - cgroup: /{cg}
-        """) + extra)
-    return d
 
 
 class World:
@@ -84,7 +70,7 @@ class World:
         self.tcp.listen(64)
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind(("127.0.0.1", 0))
-        self.registry = _registry(tmp, self.name)
+        self.registry = baseline_agent_registry(tmp, self.name)
         self.audits: list[AuditLog] = []
 
     def steady(self) -> None:

@@ -17,14 +17,13 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from tests.host.test_run import _wait_for
-from tests.support import ROOT, Cgroup
+from tests.support import ROOT, Cgroup, baseline_agent_registry
 from tests.tls_support import TlsServer
 
 PORT = 19471
@@ -58,16 +57,7 @@ def _learned(timeout: float = 20) -> dict[str, Any]:
 def test_run_detects_and_keeps_its_baseline_across_kill_9(tmp_path: Path,
                                                           make_cgroup: Any) -> None:
     cg: Cgroup = make_cgroup()
-    registry = tmp_path / "registry"
-    registry.mkdir()
-    (registry / "agent.yaml").write_text(textwrap.dedent(f"""
-        apiVersion: manul.dev/v1alpha1
-        kind: Agent
-        metadata: {{name: agent, namespace: bl}}
-        spec:
-          identities:
-            - cgroup: /{cg.path.name}
-        """))
+    registry = baseline_agent_registry(tmp_path, cg.path.name)
     steady = [sys.executable, "-c", "open('/etc/hostname').read(); print('[]')"]
     stderr = (tmp_path / "stderr.log").open("w")
     proc = _start(tmp_path, registry, stderr)

@@ -25,7 +25,6 @@ from agent.sandbox import (
     TargetError,
     read_status,
 )
-from agent.sandbox.events import AuditTrail, Decision
 from agent.sandbox.kernel import ensure_loaded, mechanisms
 from tests.support import (
     Cgroup,
@@ -33,6 +32,7 @@ from tests.support import (
     apply_to,
     drop_pin_root,
     policy_input,
+    sandbox_decisions,
     sandbox_pin_root,
 )
 
@@ -60,13 +60,7 @@ def connect(w: SyscallWorker, addr: str, port: int = 443, proto: str = "tcp") ->
                    proto=proto)
 
 
-def drain(root: Path) -> list[Decision]:
-    with SandboxMaps.open(root) as maps:
-        trail = AuditTrail(maps)
-        try:
-            return trail.drain()
-        finally:
-            trail.close()
+drain = sandbox_decisions  # the trail, drained (tests.support)
 
 
 def test_fallback_is_chosen_and_reported(pin_root: Path) -> None:

@@ -26,11 +26,17 @@ from agent.baseline.service import BaselineConfig, BaselineService, Mode
 from agent.baseline.suggest import interpreters_for, suggest
 from agent.registry import Agent, FileSource, Meta
 from agent.registry.entities import agent_entity
-from agent.sandbox import PolicyInput, SandboxMaps
-from agent.sandbox.events import AuditTrail, Decision
+from agent.sandbox import PolicyInput
 from agent.workloads import WorkloadResolver
 from compiler import PolicySource
-from tests.support import Cgroup, apply_to, drop_pin_root, sandbox_pin_root
+from tests.support import (
+    Cgroup,
+    apply_to,
+    baseline_agent_registry,
+    drop_pin_root,
+    sandbox_decisions,
+    sandbox_pin_root,
+)
 
 AGENT = "bl/agent"
 
@@ -40,15 +46,6 @@ def pin_root() -> Iterator[Path]:
     root = sandbox_pin_root()
     yield root
     drop_pin_root(root)
-
-
-def _drain(root: Path) -> list[Decision]:
-    with SandboxMaps.open(root) as maps:
-        trail = AuditTrail(maps)
-        try:
-            return trail.drain()
-        finally:
-            trail.close()
 
 
 def _bash(cg: Cgroup, script: str) -> Any:
@@ -81,16 +78,7 @@ def test_a_workload_runs_under_its_suggested_sandbox(tmp_path: Path, make_cgroup
         echo hello >&3
         echo ok
         """)
-    registry = tmp_path / "registry"
-    registry.mkdir()
-    (registry / "agent.yaml").write_text(textwrap.dedent(f"""
-        apiVersion: manul.dev/v1alpha1
-        kind: Agent
-        metadata: {{name: agent, namespace: bl}}
-        spec:
-          identities:
-            - cgroup: /{cg.path.name}
-        """))
+    registry = baseline_agent_registry(tmp_path, cg.path.name)
     src = FileSource(registry)
     svc = BaselineService(lambda: src.registry, WorkloadResolver(),
                           config=BaselineConfig(mode=Mode.REGISTERED, learn_seconds=3600.0,
@@ -116,12 +104,12 @@ def test_a_workload_runs_under_its_suggested_sandbox(tmp_path: Path, make_cgroup
     entity = agent_entity(Agent(meta=Meta(name="agent", namespace="bl")))
     inputs = PolicyInput((PolicySource("suggested.cedar", text),), None, {}, (entity,))
     apply_to(pin_root, inputs, f'Agent::"{AGENT}"', [cg])
-    _drain(pin_root)
+    sandbox_decisions(pin_root)
 
     for _ in range(2):
         r = _bash(cg, steady)
         assert r.returncode == 0 and r.stdout.strip() == "ok", (r.stderr, text)
-    denials = _drain(pin_root)
+    denials = sandbox_decisions(pin_root)
     assert denials == [], [(d.action, d.resource, d.operation) for d in denials]
 
     r = _bash(cg, f"cat {other}")
@@ -130,7 +118,7 @@ def test_a_workload_runs_under_its_suggested_sandbox(tmp_path: Path, make_cgroup
     assert r.returncode == 126 and "Operation not permitted" in r.stderr, r
     r = _bash(cg, f"exec 3<>/dev/tcp/127.0.0.1/{stranger.getsockname()[1]}")
     assert r.returncode != 0 and "Connection refused" in r.stderr, r
-    denied = {(d.action, d.resource) for d in _drain(pin_root)}
+    denied = {(d.action, d.resource) for d in sandbox_decisions(pin_root)}
     assert ("readFile", str(other)) in denied
     assert ("exec", "/usr/bin/id") in denied
     assert ("connectNetwork", f"127.0.0.1:{stranger.getsockname()[1]}/tcp") in denied
