@@ -29,6 +29,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 MANUL_BTF_EXPORT(manul_bl_event);
 MANUL_BTF_EXPORT(manul_bl_prefix);
+MANUL_BTF_EXPORT(manul_bl_inode);
+MANUL_BTF_EXPORT(manul_bl_file);
 
 #define AF_UNIX 1
 #define AF_INET 2
@@ -79,6 +81,27 @@ struct {
 } bl_events SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct manul_bl_file);
+	__type(value, __u8);
+} bl_files SEC(".maps");
+
+/* Catalogued credentials by inode, and their own small ring buffer: a flood of
+ * novel events that fills bl_events cannot make a credential read get lost. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct manul_bl_inode);
+	__type(value, __u32);
+} bl_secrets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 16);
+} bl_alerts SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MANUL_BL_STATS);
 	__type(key, __u32);
@@ -87,6 +110,8 @@ struct {
 
 struct bl_scratch {
 	struct manul_bl_key key;
+	struct manul_bl_inode inode;	/* of a path event's file (bl_secret) */
+	struct manul_bl_file file;	/* its (dentry, mount) for bl_files */
 	struct manul_bl_prefix prefix;
 	char tmp[MANUL_PATH_MAX];
 	char walk[MANUL_WALK_SIZE];
@@ -139,6 +164,8 @@ static __always_inline struct bl_scratch *bl_start(__u64 scope, __u32 kind)
 		return NULL;
 	}
 	__builtin_memset(&s->key, 0, sizeof(s->key));
+	__builtin_memset(&s->inode, 0, sizeof(s->inode));
+	__builtin_memset(&s->file, 0, sizeof(s->file));
 	s->key.scope = scope;
 	s->key.kind = kind;
 	return s;
@@ -180,7 +207,8 @@ static __always_inline bool bl_under_prefix(struct bl_scratch *s)
 }
 
 /* Count a known key; send a novel one (once) and remember it. */
-static __always_inline void bl_report(struct bl_scratch *s, __u32 flags)
+/* 1 when the key is now in the baseline (known, or sent and remembered). */
+static __always_inline int bl_report(struct bl_scratch *s, __u32 flags)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct task_struct *parent;
@@ -189,20 +217,23 @@ static __always_inline void bl_report(struct bl_scratch *s, __u32 flags)
 	__u64 *seen, one = 1, id;
 
 	bl_count(kind, MANUL_BL_ST_SEEN);
+	if (flags & MANUL_BL_F_SECRET)
+		s->key.secret = 1;	/* a learned path never hides a credential */
 	seen = bpf_map_lookup_elem(&bl_seen, &s->key);
 	if (seen) {
 		__sync_fetch_and_add(seen, 1);
 		bl_count(kind, MANUL_BL_ST_KNOWN);
-		return;
+		return 1;
 	}
-	if (s->key.path[0] && bl_under_prefix(s)) {
+	if (s->key.path[0] && !(flags & MANUL_BL_F_SECRET) && bl_under_prefix(s)) {
 		bl_count(kind, MANUL_BL_ST_KNOWN);
-		return;
+		return 1;
 	}
-	ev = manul_reserve(&bl_events, sizeof(*ev), MANUL_EV_BEHAVIOUR);
+	ev = manul_reserve((flags & MANUL_BL_F_SECRET) ? (void *)&bl_alerts : (void *)&bl_events,
+			   sizeof(*ev), MANUL_EV_BEHAVIOUR);
 	if (!ev) {
 		bl_count(kind, MANUL_BL_ST_LOST);	/* not remembered: sent next time */
-		return;
+		return 0;
 	}
 	if (bpf_map_update_elem(&bl_seen, &s->key, &one, BPF_NOEXIST) &&
 	    !bpf_map_lookup_elem(&bl_seen, &s->key))
@@ -214,13 +245,45 @@ static __always_inline void bl_report(struct bl_scratch *s, __u32 flags)
 	ev->tgid = id >> 32;
 	ev->uid = (__u32)bpf_get_current_uid_gid();
 	ev->flags = flags;
-	ev->_pad = 0;
+	ev->dev = s->inode.dev;
+	ev->ino = s->inode.ino;
 	parent = BPF_CORE_READ(task, real_parent);
 	ev->ppid = BPF_CORE_READ(parent, tgid);
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	BPF_CORE_READ_STR_INTO(&ev->pcomm, parent, comm);
 	bpf_ringbuf_submit(ev, 0);
 	bl_count(kind, MANUL_BL_ST_SENT);
+	return 1;
+}
+
+/* Was this file (dentry, mount, inode) already judged for the key's scope
+ * and kind? Then it is counted as known without walking its path. */
+static __always_inline bool bl_file_known(struct bl_scratch *s, struct vfsmount *mnt,
+					  struct dentry *dentry, struct inode *inode)
+{
+	struct manul_bl_file *f = &s->file;
+
+	f->scope = s->key.scope;
+	f->kind = s->key.kind;
+	f->dentry = (__u64)dentry;
+	f->mnt = (__u64)mnt;
+	f->ino = BPF_CORE_READ(inode, i_ino);
+	f->generation = BPF_CORE_READ(inode, i_generation);
+	if (!bpf_map_lookup_elem(&bl_files, f))
+		return false;
+	bl_count(f->kind, MANUL_BL_ST_SEEN);
+	bl_count(f->kind, MANUL_BL_ST_KNOWN);
+	return true;
+}
+
+/* bl_report for a file event; a file now in the baseline is remembered by
+ * (dentry, mount) for bl_file_known. Credentials never are. */
+static __always_inline void bl_report_file(struct bl_scratch *s, __u32 flags)
+{
+	__u8 one = 1;
+
+	if (bl_report(s, flags) && !(flags & MANUL_BL_F_SECRET) && s->file.dentry)
+		bpf_map_update_elem(&bl_files, &s->file, &one, BPF_ANY);
 }
 
 /* /proc/<pid>/... -> /proc/self/... for the caller's own process, else
@@ -264,6 +327,22 @@ static __always_inline __u32 bl_fold_proc(struct bl_scratch *s)
 	return flags;
 }
 
+/* The file's identity into the scratch (for the event), and
+ * MANUL_BL_F_SECRET when it is a catalogued credential. */
+static __always_inline __u32 bl_secret(struct bl_scratch *s, struct inode *inode)
+{
+	struct manul_bl_inode *k = &s->inode;
+
+	k->ino = 0;
+	k->dev = 0;
+	k->_pad = 0;
+	if (!inode)
+		return 0;
+	k->ino = BPF_CORE_READ(inode, i_ino);
+	k->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	return bpf_map_lookup_elem(&bl_secrets, k) ? MANUL_BL_F_SECRET : 0;
+}
+
 /* The path of (mnt, dentry) into the key; flags for the event. */
 static __always_inline int bl_path(struct bl_scratch *s, struct vfsmount *mnt,
 				   struct dentry *dentry, __u32 *flags)
@@ -287,6 +366,8 @@ int manul_bl_exec(void *ctx)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 scope = bl_scope(bpf_get_current_cgroup_id());
 	struct bl_scratch *s;
+	struct vfsmount *mnt;
+	struct dentry *dentry;
 	struct file *exe;
 	__u32 flags = 0;
 
@@ -296,12 +377,19 @@ int manul_bl_exec(void *ctx)
 	if (!s)
 		return 0;
 	exe = BPF_CORE_READ(task, mm, exe_file);
-	if (!exe || bl_path(s, BPF_CORE_READ(exe, f_path.mnt), BPF_CORE_READ(exe, f_path.dentry),
-			    &flags) < 0) {
+	if (!exe) {
 		manul_count_err(MANUL_ERR_NO_PATH);
 		return 0;
 	}
-	bl_report(s, flags);
+	mnt = BPF_CORE_READ(exe, f_path.mnt);
+	dentry = BPF_CORE_READ(exe, f_path.dentry);
+	if (bl_file_known(s, mnt, dentry, BPF_CORE_READ(exe, f_inode)))
+		return 0;
+	if (bl_path(s, mnt, dentry, &flags) < 0) {
+		manul_count_err(MANUL_ERR_NO_PATH);
+		return 0;
+	}
+	bl_report_file(s, flags);
 	return 0;
 }
 
@@ -324,6 +412,9 @@ static __always_inline struct file *bl_fd_file(long fd)
 static __always_inline int bl_open(long fd)
 {
 	struct bl_scratch *s;
+	struct vfsmount *mnt;
+	struct dentry *dentry;
+	struct inode *inode;
 	struct file *file;
 	__u32 flags = 0, mode;
 	umode_t imode;
@@ -348,12 +439,17 @@ static __always_inline int bl_open(long fd)
 	s = bl_start(scope, (mode & FMODE_WRITE) ? MANUL_BL_WRITE : MANUL_BL_READ);
 	if (!s)
 		return 0;
-	if (bl_path(s, BPF_CORE_READ(file, f_path.mnt), BPF_CORE_READ(file, f_path.dentry),
-		    &flags) < 0) {
+	inode = BPF_CORE_READ(file, f_inode);
+	mnt = BPF_CORE_READ(file, f_path.mnt);
+	dentry = BPF_CORE_READ(file, f_path.dentry);
+	flags |= bl_secret(s, inode);
+	if (!(flags & MANUL_BL_F_SECRET) && bl_file_known(s, mnt, dentry, inode))
+		return 0;
+	if (bl_path(s, mnt, dentry, &flags) < 0) {
 		manul_count_err(MANUL_ERR_NO_PATH);
 		return 0;
 	}
-	bl_report(s, flags);
+	bl_report_file(s, flags);
 	return 0;
 }
 
@@ -403,7 +499,12 @@ int manul_bl_connect_enter(struct trace_event_raw_sys_enter *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__s64 fd = ctx->args[0];
+	__u16 family = 0;
 
+	/* only Unix sockets are followed here (TCP and UDP have their own hooks) */
+	if (bpf_probe_read_user(&family, sizeof(family), (void *)ctx->args[1]) < 0 ||
+	    family != AF_UNIX)
+		return 0;
 	if (!bl_scope(bpf_get_current_cgroup_id()))
 		return 0;
 	bpf_map_update_elem(&bl_connecting, &id, &fd, BPF_ANY);
@@ -447,6 +548,7 @@ int manul_bl_connect_exit(struct trace_event_raw_sys_exit *ctx)
 	s = bl_start(scope, MANUL_BL_UNIX);
 	if (!s)
 		return 0;
+	flags |= bl_secret(s, BPF_CORE_READ(dentry, d_inode));
 	if (bl_path(s, BPF_CORE_READ(peer, path.mnt), dentry, &flags) < 0) {
 		manul_count_err(MANUL_ERR_NO_PATH);
 		return 0;

@@ -13,7 +13,9 @@ Paths are as the kernel resolves them (symlinks followed), so each
 
 from __future__ import annotations
 
+import glob as globbing
 import ipaddress
+import os
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -108,3 +110,51 @@ def may_hold_credentials(directory: str, extra: tuple[str, ...] = ()) -> bool:
         if fnmatchcase(d, parent or "/") or fnmatchcase(f"{d.rstrip('/')}/{name}", glob):
             return True
     return False
+
+
+HOME_DIRS = ("/root", "/home/*")  # where `*/...` patterns are looked for on the node
+MAX_FILES = 4096  # catalogued files indexed by inode, at most
+
+
+def _expansions(pattern: str) -> list[str]:
+    """Shell globs for the files on this node that `pattern` (an fnmatch glob whose
+    `*` spans `/`) names: a leading `*/` is the home directories; a trailing `/*`
+    any depth below."""
+    bases = [pattern]
+    if pattern.startswith("*/"):
+        bases = [f"{h}/{pattern[2:]}" for h in HOME_DIRS]
+    out = []
+    for b in bases:
+        out.append(b)
+        if b.endswith("/*"):
+            out.append(b[:-2] + "/**/*")
+    return out
+
+
+def kernel_dev(st_dev: int) -> int:
+    """A stat's st_dev in the kernel's own encoding (MKDEV: major << 20 | minor)."""
+    return (os.major(st_dev) << 20) | os.minor(st_dev)
+
+
+def credential_files(extra: tuple[str, ...] = ()) -> dict[tuple[int, int], tuple[str, str]]:
+    """(kernel dev, inode) -> (path, what) of every catalogued credential that exists
+    on this node, symlinks followed: a hard link, a bind mount or a /proc/<pid>/root
+    path to one of them is the same inode (bpf/baseline.bpf.c, `bl_secrets`)."""
+    out: dict[tuple[int, int], tuple[str, str]] = {}
+    patterns = [(p.glob, p.what) for p in CREDENTIALS] + [
+        (g, f"credential listed for an agent (`{g}`)") for g in extra]
+    for pattern, what in patterns:
+        for shell_glob in _expansions(pattern):
+            for path in sorted(globbing.glob(shell_glob, recursive=True)):
+                if not fnmatchcase(path, pattern) and not pattern.startswith("*/"):
+                    continue
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if os.path.isdir(path):
+                    continue
+                out.setdefault((kernel_dev(st.st_dev), st.st_ino), (path, what))
+                if len(out) >= MAX_FILES:
+                    return out
+    return out

@@ -144,6 +144,8 @@ class Activity:
     parent_comm: str
     flags: int
     ktime_ns: int
+    dev: int = 0  # path events: the file's device (kernel encoding) and inode
+    ino: int = 0
 
     @property
     def truncated(self) -> bool:
@@ -176,4 +178,4 @@ def decode(record: bytes) -> Activity:
         item = Item(kind, port=k.port, proto=_PROTO_NAMES.get(k.proto, str(k.proto)))
     return Activity(item, k.scope, ev.cgroup_id, ev.pid, ev.tgid, ev.ppid, ev.uid,
                     ev.comm.decode(errors="replace"), ev.pcomm.decode(errors="replace"),
-                    ev.flags, ev.hdr.ktime_ns)
+                    ev.flags, ev.hdr.ktime_ns, ev.dev, ev.ino)

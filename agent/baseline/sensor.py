@@ -22,7 +22,7 @@ from pathlib import Path
 
 from agent.baseline.errors import BaselineError
 from agent.baseline.events import Activity, Item, Kind, decode, prefix_key
-from agent.kernel import BpfObject, abi
+from agent.kernel import BpfObject, RingBuffer, abi
 from agent.kernel.sensor import Sensor
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class BehaviourSensor(Sensor):
         super().__init__(cgroup, ringbuf_bytes)
         self.observe_all = observe_all
         self.seen_entries = seen_entries
+        self._alerts: RingBuffer | None = None  # credential reads (bl_alerts)
 
     def configure(self, obj: BpfObject) -> None:
         lo, hi = ephemeral_ports()
@@ -66,7 +67,31 @@ class BehaviourSensor(Sensor):
 
     def __enter__(self) -> BehaviourSensor:
         super().__enter__()
+        try:
+            self._alerts = RingBuffer(self.obj.map("bl_alerts"))
+        except BaseException:
+            super().__exit__(None, None, None)
+            raise
         return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._alerts is not None:
+            self._alerts.close()
+            self._alerts = None
+        super().__exit__(*exc)
+
+    def secrets(self, files: Iterable[tuple[int, int]]) -> int:
+        """Exactly these (kernel dev, inode) are catalogued credentials now."""
+        m = self.obj.map("bl_secrets")
+        want = set()
+        for dev, ino in files:
+            k = abi.manul_bl_inode()
+            k.ino, k.dev = ino, dev
+            want.add(bytes(k))
+        have = set(m.keys())
+        m.delete_batch(have - want)
+        m.update_batch([(k, bytes(ctypes.c_uint32(1))) for k in want - have])
+        return len(want)
 
     # -- whom to watch ----------------------------------------------------------
 
@@ -116,13 +141,17 @@ class BehaviourSensor(Sensor):
         prefixes = self.obj.map("bl_prefix")
         dead = [k for k in prefixes if int.from_bytes(k[4:12], "little") == scope]
         n += prefixes.delete_batch(dead)
+        files = self.obj.map("bl_files")  # files judged for the scope (scope first)
+        n += files.delete_batch([k for k in files if int.from_bytes(k[:8], "little") == scope])
         return n
 
     # -- what happened ----------------------------------------------------------
 
     def poll(self, timeout: float = 0.1) -> list[Activity]:
+        """Novel events: credential reads first (their own ring buffer), then the rest."""
         out = []
-        for rec in self.ringbuf.poll(timeout):
+        alerts = self._alerts.drain() if self._alerts is not None else []
+        for rec in alerts + self.ringbuf.poll(0 if alerts else timeout):
             if abi.event_type(rec) != abi.EV_BEHAVIOUR:
                 continue
             try:

@@ -32,6 +32,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from agent.baseline.catalog import credential_files
 from agent.baseline.detect import Detector, Finding, PortScan, Severity, against_baseline, catalogue
 from agent.baseline.events import Activity, Item, Kind
 from agent.baseline.profile import Profile
@@ -114,6 +115,8 @@ class BaselineService:
         self._last_flush = 0.0
         self._urgent = False  # flush at the next tick (a new profile, learning ended)
         self._last_sync = 0.0
+        self._last_secrets = 0.0
+        self._secrets: dict[tuple[int, int], tuple[str, str]] = {}  # (dev, ino) -> (path, what)
         self.anomalies = 0
 
     # -- life cycle ---------------------------------------------------------------
@@ -124,6 +127,15 @@ class BaselineService:
             self.sensor.never(cg)
             self._watch[cg] = 0
         self.sync()
+        self.index_secrets()
+
+    def index_secrets(self) -> None:
+        """The catalogue's files on this node, by inode, into the kernel (`bl_secrets`):
+        a hard link or another path to one is still credential-access."""
+        extra = tuple(g for a in self._registry().agents for g in a.baseline.credentials)
+        self._secrets = credential_files(extra)
+        self.sensor.secrets(self._secrets)
+        self._last_secrets = time.monotonic()
 
     def close(self) -> None:
         with self._lock:
@@ -241,7 +253,9 @@ class BaselineService:
             item = a.item
             findings: list[Finding] = []
             f = catalogue(item, p.credentials)
-            if f is not None and not p.covers(item):
+            if f is None and a.flags & abi.BL_F_SECRET:
+                f = self._secret(a)
+            if f is not None and (a.flags & abi.BL_F_SECRET or not p.covers(item)):
                 findings.append(f)
             learning = p.learning(now)
             if not findings and learning:
@@ -279,6 +293,18 @@ class BaselineService:
             p = self.profiles.get(name) if name is not None else None
             if p is not None and p.name_peer(addr, host):
                 self._dirty.add(p.name)
+
+    def _secret(self, a: Activity) -> Finding:
+        """credential-access by inode: the file is a catalogued credential under
+        another name (a hard link, a bind mount, /proc/<pid>/root/...)."""
+        path, what = self._secrets.get((a.dev, a.ino),
+                                       ("a catalogued file", "credential (matched by inode)"))
+        verb = "connected to" if a.item.kind is Kind.UNIX else (
+            "opened for writing" if a.item.kind is Kind.WRITE else "read")
+        return Finding(Detector.CREDENTIAL_ACCESS,
+                       f"{what} `{path}` {verb} as `{a.item.path}`",
+                       {"path": a.item.path, "access": str(a.item.kind), "credential": what,
+                        "same_file_as": path})
 
     def observe(self, *, agent: Agent | None, workload: Workload | None, provider: str,
                 sni: str, destination: str, pid: int, process: str, ja4: str,
@@ -377,6 +403,8 @@ class BaselineService:
         with self._lock:
             if time.monotonic() - self._last_sync >= 2.0:
                 self.sync()
+            if time.monotonic() - self._last_secrets >= 60.0:
+                self.index_secrets()  # new pods' tokens, new kubeconfigs
             for name in self.store.resets():
                 self.reset(name)
             for name in sorted(self._learning):

@@ -47,7 +47,7 @@ class manul_exec_event(ctypes.Structure):
 # Behaviour (manul.h: bpf/baseline.bpf.c)
 BL_EXEC, BL_READ, BL_WRITE, BL_CONNECT, BL_LISTEN, BL_UNIX = 1, 2, 3, 4, 5, 6
 BL_KINDS = 8
-BL_F_READ, BL_F_WRITE, BL_F_TRUNCATED, BL_F_PROC_OTHER = 1, 2, 4, 8
+BL_F_READ, BL_F_WRITE, BL_F_TRUNCATED, BL_F_PROC_OTHER, BL_F_SECRET = 1, 2, 4, 8, 16
 BL_PREFIX_MAX = 240
 BL_ST_SEEN, BL_ST_SENT, BL_ST_KNOWN, BL_ST_LOST = 0, 1, 2, 3
 BL_STATS = BL_KINDS * 4
@@ -57,7 +57,7 @@ BL_MAX_LEVEL = 16
 
 class manul_bl_key(ctypes.Structure):
     _fields_ = (("scope", c_uint64), ("kind", c_uint32), ("port", c_uint16),
-                ("proto", c_uint8), ("_pad", c_uint8), ("addr", c_uint8 * 16),
+                ("proto", c_uint8), ("secret", c_uint8), ("addr", c_uint8 * 16),
                 ("path", c_char * PATH_MAX))
 
 
@@ -66,11 +66,21 @@ class manul_bl_prefix(ctypes.Structure):
                 ("path", c_char * BL_PREFIX_MAX))
 
 
+class manul_bl_inode(ctypes.Structure):
+    _fields_ = (("ino", c_uint64), ("dev", c_uint32), ("_pad", c_uint32))
+
+
+class manul_bl_file(ctypes.Structure):
+    _fields_ = (("scope", c_uint64), ("dentry", c_uint64), ("mnt", c_uint64), ("ino", c_uint64),
+                ("generation", c_uint32), ("kind", c_uint32))
+
+
 class manul_bl_event(ctypes.Structure):
     _fields_ = (("hdr", manul_event_hdr), ("key", manul_bl_key), ("cgroup_id", c_uint64),
                 ("pid", c_uint32),
                 ("tgid", c_uint32), ("ppid", c_uint32), ("uid", c_uint32),
-                ("flags", c_uint32), ("_pad", c_uint32), ("comm", c_char * COMM_LEN),
+                ("flags", c_uint32), ("dev", c_uint32), ("ino", c_uint64),
+                ("comm", c_char * COMM_LEN),
                 ("pcomm", c_char * COMM_LEN))
 
 
@@ -190,6 +200,8 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "manul_bl_key": manul_bl_key,
     "manul_bl_prefix": manul_bl_prefix,
     "manul_bl_event": manul_bl_event,
+    "manul_bl_inode": manul_bl_inode,
+    "manul_bl_file": manul_bl_file,
 }
 
 

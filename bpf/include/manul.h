@@ -174,6 +174,18 @@ enum manul_bl_kind {
 #define MANUL_BL_F_WRITE 2		/* ... FMODE_WRITE */
 #define MANUL_BL_F_TRUNCATED 4		/* the path was cut at MANUL_PATH_MAX */
 #define MANUL_BL_F_PROC_OTHER 8		/* /proc/<pid>/... of another process, as /proc/pid */
+#define MANUL_BL_F_SECRET 16		/* the file is a catalogued credential (`bl_secrets`),
+					 * whatever its path: sent through `bl_alerts` */
+
+/* A catalogued credential file on this node, by inode (`bl_secrets`: user
+ * space stats the catalogue's paths): a hard link, a bind mount or a
+ * /proc/<pid>/root path to it is still that file. `dev` is the kernel's
+ * encoding of the super block's s_dev (major << 20 | minor). */
+struct manul_bl_inode {
+	__u64 ino;
+	__u32 dev;
+	__u32 _pad;
+};
 
 /* Whose baseline an event is checked against: `bl_watch` maps a cgroup to a
  * scope, and a process is in the scope of its nearest listed cgroup or
@@ -190,7 +202,7 @@ struct manul_bl_key {
 	__u32 kind;			/* enum manul_bl_kind */
 	__u16 port;			/* connect: the peer's; listen: the local one; host order */
 	__u8 proto;			/* IPPROTO_TCP or IPPROTO_UDP */
-	__u8 _pad;
+	__u8 secret;			/* 1: a credential by inode (never a learned key) */
 	__u8 addr[16];			/* connect: the peer, IPv4 as ::ffff:a.b.c.d */
 	char path[MANUL_PATH_MAX];	/* exec, read, write, unix: NUL-padded */
 };
@@ -205,6 +217,19 @@ struct manul_bl_prefix {
 	__u8 scope[8];			/* little-endian, as in memory */
 	__u32 kind;
 	char path[MANUL_BL_PREFIX_MAX];
+};
+
+/* A file already judged for a scope (`bl_files`, an LRU hash -> 1): the next
+ * open of the same (dentry, mount) skips the path walk. The inode and its
+ * generation make a reused dentry of another file a different key. User
+ * space drops a scope's entries when it forgets the scope. */
+struct manul_bl_file {
+	__u64 scope;
+	__u64 dentry;
+	__u64 mnt;
+	__u64 ino;
+	__u32 generation;
+	__u32 kind;
 };
 
 /* Per-CPU counters (`bl_stats`): index kind * 4 + one of these. */
@@ -225,7 +250,8 @@ struct manul_bl_event {
 	__u32 ppid;			/* the parent's tgid */
 	__u32 uid;
 	__u32 flags;			/* MANUL_BL_F_* */
-	__u32 _pad;
+	__u32 dev;			/* path events: the file's (kernel encoding), else 0 */
+	__u64 ino;			/* ... and its inode */
 	char comm[MANUL_COMM_LEN];
 	char pcomm[MANUL_COMM_LEN];	/* the parent's */
 };

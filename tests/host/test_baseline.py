@@ -11,6 +11,7 @@ is local (the metadata address, a port scan), so nothing leaves the host.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -77,12 +78,14 @@ class World:
         """The normal: the probes' scaffolding (a shell, a network namespace) and the work."""
         self.shell("true")
         self.shell("ip link set lo up", netns=True)
+        self.shell("true", mountns=True)
         self.cg.python(STEADY.replace("sys.argv[1]", repr(str(self.data)))
                        .replace("sys.argv[2]", repr(str(self.tcp.getsockname()[1])))
                        .replace("sys.argv[3]", repr(str(self.udp.getsockname()[1]))))
 
-    def shell(self, script: str, netns: bool = False) -> None:
-        cmd = ["unshare", "--net", "sh", "-c", script] if netns else ["sh", "-c", script]
+    def shell(self, script: str, netns: bool = False, mountns: bool = False) -> None:
+        unshare = ["unshare", *(["--net"] if netns else []), *(["--mount"] if mountns else [])]
+        cmd = [*unshare, "sh", "-c", script] if netns or mountns else ["sh", "-c", script]
         r = self.cg.run(cmd)
         assert r.returncode == 0, r.stderr
 
@@ -379,3 +382,63 @@ def test_on_anomaly_quarantine_cuts_egress_except_the_gateway(world: World) -> N
         q.close()
         other.close()
         shutil.rmtree(pin, ignore_errors=True)
+
+
+def test_a_credential_under_another_name_is_still_credential_access(world: World) -> None:
+    """The catalogue is matched by inode too: a hard link to a credential, placed in a
+    directory the baseline generalised, and a bind mount of it in a private mount
+    namespace, are both `credential-access` (positive control: the reads succeed)."""
+    vault = world.tmp / "vault"
+    vault.mkdir()
+    (vault / "key").write_text("s3cret\n")
+    (world.registry / "agent.yaml").write_text(
+        (world.registry / "agent.yaml").read_text()
+        + f"  baseline: {{credentials: ['{vault}/*']}}\n")
+    found: list[Anomaly] = []
+    svc = _service(world, found=found)
+    try:
+        _learn(svc, world)
+        assert (Kind.READ, str(world.data / "cache")) in svc.profiles[AGENT].prefixes
+        os.link(vault / "key", world.data / "cache" / "notes.txt")
+        r = world.cg.run(["cat", str(world.data / "cache" / "notes.txt")])
+        assert r.returncode == 0 and r.stdout == "s3cret\n"
+        world.shell(f"mount --bind {vault / 'key'} {world.data / 'config.txt'} && "
+                    f"cat {world.data / 'config.txt'} | grep -q s3cret", mountns=True)
+        _drain(svc)
+        cred = [a for a in found if a.finding.detector is Detector.CREDENTIAL_ACCESS]
+        seen = {a.finding.evidence["path"]: a.finding.evidence for a in cred}
+        link = seen[str(world.data / "cache" / "notes.txt")]
+        assert link["same_file_as"] == str(vault / "key")
+        assert seen[str(world.data / "config.txt")]["same_file_as"] == str(vault / "key")
+        assert len(cred) == 2, [a.finding.summary for a in found]
+    finally:
+        svc.close()
+
+
+def test_a_unix_socket_credential_is_reported_when_connected_to(world: World) -> None:
+    """Runtime sockets are credentials: a Unix stream connect to one is
+    `credential-access` (here a socket the Agent lists), by its resolved path."""
+    vault = world.tmp / "vault"
+    vault.mkdir()
+    (world.registry / "agent.yaml").write_text(
+        (world.registry / "agent.yaml").read_text()
+        + f"  baseline: {{credentials: ['{vault}/*']}}\n")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(vault / "runtime.sock"))
+    server.listen(8)
+    found: list[Anomaly] = []
+    svc = _service(world, found=found)
+    try:
+        _learn(svc, world)
+        # relative to its directory: the kernel resolves the name, not the caller
+        code = (f"import os, socket; os.chdir({str(vault)!r}); "
+                "socket.socket(socket.AF_UNIX).connect('runtime.sock'); print('ok')")
+        r = world.cg.run([sys.executable, "-c", code])
+        assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+        _drain(svc)
+        cred = [a for a in found if a.finding.detector is Detector.CREDENTIAL_ACCESS]
+        assert [a.finding.evidence["path"] for a in cred] == [str(vault / "runtime.sock")]
+        assert cred[0].finding.evidence["access"] == "unix"
+    finally:
+        svc.close()
+        server.close()
