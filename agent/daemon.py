@@ -198,6 +198,9 @@ class Daemon:
                                for m in self.mechanisms]
         for m in self.mechanisms:
             metrics.MECHANISM.labels(concern=m.concern, mechanism=m.mechanism).set(1)
+        if self.baseline is not None:  # the probe said whether trampolines load
+            self.baseline.sensor.trampolines = any(f.key == "fentry" and f.available
+                                                   for f in self.features)
 
     def _healthz(self) -> tuple[int, Any]:
         ok = not self.stop_event.is_set() and self.started_at > 0

@@ -143,7 +143,7 @@ class Bench:
         for i in range(FILES):
             (self.data / f"f{i:02d}").write_text(f"file {i}\n" * 64)
         self.load = tmp / "baseline_load"
-        subprocess.run(["cc", "-O2", "-Wall", "-o", str(self.load),
+        subprocess.run(["clang", "-O2", "-Wall", "-o", str(self.load),
                         str(ROOT / "bench" / "baseline_load.c")], check=True)
         # the peer runs in the bench's own cgroup: never watched
         self.server = subprocess.Popen([str(self.load), "serve"], stdout=subprocess.PIPE,

@@ -5,13 +5,16 @@
  *
  * Observation only: nothing here changes what a process may do. Hooks:
  *   exec     tracepoint sched_process_exec (the new program, resolved)
- *   open     tracepoints sys_exit_open, openat, openat2, creat,
- *            open_by_handle_at (the file now at the returned descriptor)
+ *   open     fexit security_file_open where BPF trampolines load (every
+ *            open, any ABI, io_uring); else tracepoints sys_exit_open,
+ *            openat, openat2, creat, open_by_handle_at (the file now at
+ *            the returned descriptor; 64-bit system calls only)
  *   connect  tracepoint sock/inet_sock_set_state (TCP: SYN_SENT, which
  *            TCP Fast Open reaches too; LISTEN), and cgroup/connect4/6,
  *            sendmsg4/6 at the cgroup v2 root for UDP peers
- *   unix     tracepoints sys_enter/sys_exit_connect (the path of the
- *            Unix socket a stream socket is now connected to)
+ *   unix     fentry security_unix_stream_connect; else tracepoints
+ *            sys_enter/sys_exit_connect (the path of the Unix socket a
+ *            stream socket connects to)
  * Every hook asks bl_scope() first: a process outside the watched
  * cgroups costs a hash lookup per cgroup level. Then bl_report(): known keys are counted
  * and dropped; a novel key is sent once and inserted.
@@ -42,6 +45,7 @@ MANUL_BTF_EXPORT(manul_bl_file);
 #define TCP_LISTEN 10
 #define FMODE_READ 0x1
 #define FMODE_WRITE 0x2
+#define FMODE_EXEC 0x20
 #define S_IFMT 00170000
 #define S_IFDIR 0040000
 #define PROC_SUPER_MAGIC 0x9fa0
@@ -409,26 +413,19 @@ static __always_inline struct file *bl_fd_file(long fd)
 }
 
 /* A successful open of any kind: the file now at descriptor `fd`. */
-static __always_inline int bl_open(long fd)
+/* An opened file of the current task: its path against the scope's baseline. */
+static __always_inline int bl_file(struct file *file, __u64 scope)
 {
 	struct bl_scratch *s;
 	struct vfsmount *mnt;
 	struct dentry *dentry;
 	struct inode *inode;
-	struct file *file;
 	__u32 flags = 0, mode;
 	umode_t imode;
-	__u64 scope;
 
-	if (fd < 0)
-		return 0;
-	scope = bl_scope(bpf_get_current_cgroup_id());
-	if (!scope)
-		return 0;
-	file = bl_fd_file(fd);
-	if (!file)
-		return 0;
 	mode = BPF_CORE_READ(file, f_mode);
+	if (mode & FMODE_EXEC)
+		return 0;		/* an exec's own opens: manul_bl_exec */
 	imode = BPF_CORE_READ(file, f_inode, i_mode);
 	if ((imode & S_IFMT) == S_IFDIR)
 		return 0;		/* a directory listing is not a file access */
@@ -453,8 +450,39 @@ static __always_inline int bl_open(long fd)
 	return 0;
 }
 
-/* Every system call that returns a new descriptor for a path (io_uring's
- * IORING_OP_OPENAT is not one: docs/baseline.md, what is not seen). */
+/* A successful open system call: the file now at descriptor `fd`. */
+static __always_inline int bl_open(long fd)
+{
+	struct file *file;
+	__u64 scope;
+
+	if (fd < 0)
+		return 0;
+	scope = bl_scope(bpf_get_current_cgroup_id());
+	if (!scope)
+		return 0;
+	file = bl_fd_file(fd);
+	return file ? bl_file(file, scope) : 0;
+}
+
+/* With BPF trampolines: every open the LSM checks let through, whatever
+ * asked for it — any system call ABI (int $0x80 included), io_uring,
+ * open_by_handle_at, a kernel open on the task's behalf. The system call
+ * tracepoints below are the fallback (they never see 32-bit calls nor
+ * io_uring); one set or the other is loaded (BehaviourSensor). */
+SEC("fexit/security_file_open")
+int BPF_PROG(manul_bl_fopen, struct file *file, int ret)
+{
+	__u64 scope;
+
+	if (ret)
+		return 0;
+	scope = bl_scope(bpf_get_current_cgroup_id());
+	return scope ? bl_file(file, scope) : 0;
+}
+
+/* The fallback: every system call that returns a new descriptor for a path
+ * (32-bit calls and io_uring are not seen: docs/baseline.md). */
 SEC("tracepoint/syscalls/sys_exit_openat")
 int manul_bl_openat(struct trace_event_raw_sys_exit *ctx)
 {
@@ -511,18 +539,42 @@ int manul_bl_connect_enter(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
+/* The Unix socket `peer` a stream socket of the current task connects to. */
+static __always_inline int bl_unix_peer(struct unix_sock *peer)
+{
+	struct dentry *dentry;
+	struct bl_scratch *s;
+	__u32 flags = 0;
+	__u64 scope;
+
+	if (!peer)
+		return 0;
+	dentry = BPF_CORE_READ(peer, path.dentry);
+	if (!dentry)
+		return 0;		/* an abstract or unbound socket: no path */
+	scope = bl_scope(bpf_get_current_cgroup_id());
+	if (!scope)
+		return 0;
+	s = bl_start(scope, MANUL_BL_UNIX);
+	if (!s)
+		return 0;
+	flags |= bl_secret(s, BPF_CORE_READ(dentry, d_inode));
+	if (bl_path(s, BPF_CORE_READ(peer, path.mnt), dentry, &flags) < 0) {
+		manul_count_err(MANUL_ERR_NO_PATH);
+		return 0;
+	}
+	bl_report(s, flags);
+	return 0;
+}
+
 SEC("tracepoint/syscalls/sys_exit_connect")
 int manul_bl_connect_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid(), scope;
+	__u64 id = bpf_get_current_pid_tgid();
 	__s64 *fdp = bpf_map_lookup_elem(&bl_connecting, &id);
-	struct unix_sock *peer;
-	struct dentry *dentry;
-	struct bl_scratch *s;
 	struct socket *sock;
 	struct file *file;
 	struct sock *sk;
-	__u32 flags = 0;
 	long fd;
 
 	if (!fdp)
@@ -538,23 +590,15 @@ int manul_bl_connect_exit(struct trace_event_raw_sys_exit *ctx)
 	sk = BPF_CORE_READ(sock, sk);
 	if (!sk || BPF_CORE_READ(sk, __sk_common.skc_family) != AF_UNIX)
 		return 0;
-	peer = (struct unix_sock *)BPF_CORE_READ((struct unix_sock *)sk, peer);
-	dentry = BPF_CORE_READ(peer, path.dentry);
-	if (!peer || !dentry)
-		return 0;		/* an abstract or unbound socket: no path */
-	scope = bl_scope(bpf_get_current_cgroup_id());
-	if (!scope)
-		return 0;
-	s = bl_start(scope, MANUL_BL_UNIX);
-	if (!s)
-		return 0;
-	flags |= bl_secret(s, BPF_CORE_READ(dentry, d_inode));
-	if (bl_path(s, BPF_CORE_READ(peer, path.mnt), dentry, &flags) < 0) {
-		manul_count_err(MANUL_ERR_NO_PATH);
-		return 0;
-	}
-	bl_report(s, flags);
-	return 0;
+	return bl_unix_peer((struct unix_sock *)BPF_CORE_READ((struct unix_sock *)sk, peer));
+}
+
+/* With BPF trampolines: every Unix stream connect the LSM is asked about,
+ * whatever asked for it (io_uring, 32-bit calls). */
+SEC("fentry/security_unix_stream_connect")
+int BPF_PROG(manul_bl_funix, struct sock *sock, struct sock *other, struct sock *newsk)
+{
+	return bl_unix_peer((struct unix_sock *)other);
 }
 
 static __always_inline void bl_v4(__u8 *addr, __u32 ip4)

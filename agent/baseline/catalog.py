@@ -53,6 +53,16 @@ CREDENTIALS: tuple[Pattern, ...] = (
     Pattern("cluster PKI", "/etc/kubernetes/pki/*"),
     Pattern("password hashes", "/etc/shadow"),
     Pattern("password hashes", "/etc/gshadow"),
+    Pattern("kubelet client certificates", "/var/lib/kubelet/pki/*"),
+    Pattern("container registry credentials", "*/.docker/config.json"),
+    Pattern("container registry credentials", "*/.config/containers/auth.json"),
+    # dot files of a home directory (a pattern `*/.netrc` would make every directory
+    # one that may hold a credential: none could be generalised)
+    *(Pattern(what, f"{home}/{name}") for what, name in (
+        ("git credentials", ".git-credentials"), ("netrc credentials", ".netrc"),
+        ("PostgreSQL passwords", ".pgpass"), ("Vault token", ".vault-token"))
+      for home in ("/root", "/home/*")),
+    Pattern("another process's environment", "/proc/pid/environ"),
     Pattern("container runtime socket", "/run/containerd/containerd.sock", _SOCKETS),
     Pattern("container runtime socket", "/var/run/containerd/containerd.sock", _SOCKETS),
     Pattern("container runtime socket", "/run/k3s/containerd/containerd.sock", _SOCKETS),
@@ -61,6 +71,8 @@ CREDENTIALS: tuple[Pattern, ...] = (
     Pattern("container runtime socket", "/run/crio/crio.sock", _SOCKETS),
     Pattern("container runtime socket", "/var/run/crio/crio.sock", _SOCKETS),
     Pattern("container runtime socket", "/run/podman/podman.sock", _SOCKETS),
+    Pattern("container runtime socket (rootless)", "/run/user/*/docker.sock", _SOCKETS),
+    Pattern("container runtime socket (rootless)", "/run/user/*/podman/podman.sock", _SOCKETS),
 )
 
 # Cloud instance metadata services (any port, any protocol).
@@ -71,6 +83,9 @@ METADATA_ADDRESSES: dict[str, str] = {
     "169.254.170.23": "EKS Pod Identity agent",
     "100.100.100.200": "cloud instance metadata (Alibaba Cloud)",
     "169.254.0.23": "cloud instance metadata (Tencent Cloud)",
+    "fd20:ce::254": "cloud instance metadata (Google Cloud, IPv6)",
+    "168.63.129.16": "Azure WireServer (host agent, extensions' settings)",
+    "64:ff9b::a9fe:a9fe": "cloud instance metadata through NAT64 (169.254.169.254)",
 }
 
 

@@ -1,12 +1,14 @@
 """One agent's learned normal: what it runs, reads, writes and talks to.
 
 A `Profile` holds exact items (`events.Item`) and generalised directories:
-once a directory holds `GENERALISE_AT` distinct files of one kind, the
-files are replaced by the directory, and every file directly in it of that
+once a directory holds `GENERALISE_AT` distinct files read (or written),
+the files are replaced by the directory, and every file directly in it of that
 kind is known (not its subdirectories: a new subdirectory is still novel).
 A directory is never generalised when it is too shallow (`/etc`, `/home`,
 except the scratch directories `/tmp`, `/var/tmp`, `/dev/shm`) or when a
-credential pattern could match a file in it (`catalog.may_hold_credentials`).
+credential pattern could match a file in it (`catalog.may_hold_credentials`),
+nor one longer than the kernel's prefixes. Programs run and sockets
+connected to are never generalised: a new tool in `/usr/bin` is new-exec.
 
 Learning lasts `learn_seconds` from the first event; after it the profile
 is frozen and novelties are judged by the detectors, not added. Items seen
@@ -23,6 +25,7 @@ from typing import Any
 from agent.baseline.catalog import may_hold_credentials
 from agent.baseline.errors import BaselineError
 from agent.baseline.events import Item, Kind
+from agent.kernel import abi
 
 FORMAT = 1
 GENERALISE_AT = 8  # distinct files of one kind directly in one directory
@@ -51,6 +54,8 @@ class Seen:
 
 
 def generalisable(directory: str, extra_credentials: tuple[str, ...] = ()) -> bool:
+    if len(directory.encode("utf-8", "surrogateescape")) + 1 > abi.BL_PREFIX_MAX:
+        return False  # longer than the kernel's prefixes: its files stay exact
     if directory in SCRATCH_DIRS:
         return True
     depth = len([p for p in directory.split("/") if p])
@@ -97,7 +102,7 @@ class Profile:
                 prefix.see(when)
                 return None
         self.items[item] = Seen(when, when)
-        if item.kind.has_path and item.kind is not Kind.UNIX:
+        if item.kind in (Kind.READ, Kind.WRITE):  # programs and sockets stay exact
             return self._generalise(item.kind, posixpath.dirname(item.path))
         return None
 

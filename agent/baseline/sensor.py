@@ -23,6 +23,7 @@ from pathlib import Path
 from agent.baseline.errors import BaselineError
 from agent.baseline.events import Activity, Item, Kind, decode, prefix_key
 from agent.kernel import BpfObject, RingBuffer, abi
+from agent.kernel.probe import trampolines
 from agent.kernel.sensor import Sensor
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,29 @@ class BehaviourSensor(Sensor):
     OBJECT = "baseline"
     RINGBUF = "bl_events"
 
+    # one set or the other is loaded: trampolines where they load, else the
+    # system-call tracepoints (agent/kernel/probe.py: BEHAVIOUR_MECHANISMS)
+    TRAMPOLINE_PROGRAMS = ("manul_bl_fopen", "manul_bl_funix")
+    SYSCALL_PROGRAMS = ("manul_bl_openat", "manul_bl_openat2", "manul_bl_open", "manul_bl_creat",
+                        "manul_bl_open_by_handle", "manul_bl_connect_enter",
+                        "manul_bl_connect_exit")
+
     def __init__(self, observe_all: bool = False, cgroup: str | Path | None = None,
-                 ringbuf_bytes: int = 1 << 22, seen_entries: int = 1 << 14) -> None:
+                 ringbuf_bytes: int = 1 << 22, seen_entries: int = 1 << 14,
+                 trampolines: bool | None = None) -> None:
+        """`trampolines`: use fentry/fexit (None: probe this kernel)."""
         super().__init__(cgroup, ringbuf_bytes)
         self.observe_all = observe_all
         self.seen_entries = seen_entries
+        self.trampolines = trampolines
         self._alerts: RingBuffer | None = None  # credential reads (bl_alerts)
 
     def configure(self, obj: BpfObject) -> None:
+        if self.trampolines is None:
+            self.trampolines = trampolines()
+        off = self.SYSCALL_PROGRAMS if self.trampolines else self.TRAMPOLINE_PROGRAMS
+        for name in off:
+            obj.programs[name].autoload = False
         lo, hi = ephemeral_ports()
         obj.set_rodata(observe_all=int(self.observe_all), ephemeral_lo=lo, ephemeral_hi=hi)
         obj.set_max_entries("bl_seen", self.seen_entries)

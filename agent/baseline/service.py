@@ -237,7 +237,11 @@ class BaselineService:
         out: list[Anomaly] = []
         with self._lock:
             for a in acts:
-                found = self.handle(a)
+                try:
+                    found = self.handle(a)
+                except ManulError as e:  # one bad event never costs the others
+                    log.error("baseline: %s: %s", a.item, e)
+                    continue
                 if found is not None:
                     out.extend(found)
         return out
@@ -263,13 +267,17 @@ class BaselineService:
                 self._dirty.add(name)
                 if d is not None:
                     for scope in self._scopes_of(name):
-                        self.sensor.generalise(scope, *d)
+                        try:
+                            self.sensor.generalise(scope, *d)
+                        except ManulError as e:  # the trie is full: files stay novel
+                            log.warning("baseline of `%s`: directory `%s` not generalised in "
+                                        "the kernel: %s", name, d[1], e)
                 return []
             if not findings and not p.covers(item):
                 f = against_baseline(p, item)
                 if f is not None:
                     findings.append(f)
-                scan = self.scan.add(a.scope, item, now)
+                scan = self.scan.add(a.scope, item, a.ktime_ns / 1e9)  # when it happened
                 if scan is not None:
                     findings.append(scan)
                 if not findings:
@@ -338,7 +346,12 @@ class BaselineService:
         metrics.ANOMALIES.labels(detector=str(f.detector), agent=name).inc()
         if agent is not None:
             self._raise_level(agent.meta.key, int(f.severity), now)
-        key = (name, str(f.detector))
+        # catalogue findings are limited per credential or endpoint (the kernel sends
+        # each once): decoys cannot use up the budget of the real one
+        subject = (f.evidence.get("path") or f.evidence.get("destination")
+                   if f.detector in (Detector.CREDENTIAL_ACCESS, Detector.METADATA_ENDPOINT)
+                   else None)
+        key = (name, str(f.detector), subject)
         written = self.limiter.allow(key, now)
         rec: dict[str, Any] = {
             "detector": str(f.detector), "severity": str(f.severity), "summary": f.summary,

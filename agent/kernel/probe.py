@@ -83,6 +83,23 @@ def _try(program: str, **attach: object) -> tuple[bool, str, int]:
         return False, f"the kernel refused to {step} `{section}`{err}", e.errno
 
 
+def trampolines() -> bool:
+    """Do fentry/fexit programs load and attach here (BPF trampolines)?"""
+    return _try("probe_fentry")[0]
+
+
+# The behaviour concern's two program sets (agent/baseline/sensor.py loads one).
+BEHAVIOUR_MECHANISMS = {
+    True: ("fexit:security_file_open+fentry:security_unix_stream_connect+"
+           "tracepoints:sched_process_exec/inet_sock_set_state+cgroup:connect4/6+sendmsg4/6",
+           ""),
+    False: ("tracepoints:sys_exit_open*/connect+sched_process_exec/inet_sock_set_state+"
+            "cgroup:connect4/6+sendmsg4/6",
+            "no BPF trampolines: opens and Unix connects are seen at the system calls, "
+            "so 32-bit system calls (int $0x80) and io_uring's are not"),
+}
+
+
 def probe_btf() -> Feature:
     p = Path("/sys/kernel/btf/vmlinux")
     fb = "none: Manul's objects are CO-RE and need kernel BTF (CONFIG_DEBUG_INFO_BTF=y)"
@@ -231,7 +248,11 @@ def choose_mechanisms(features: list[Feature]) -> list[Mechanism]:
         out.append(Mechanism(concern, mech, not enforced, note))
     out.append(Mechanism("tls", "cgroup_skb/egress", False) if have.get("cgroup_skb") else
                Mechanism("tls", "none", True, "discovery cannot see handshakes"))
-    out.append(Mechanism("behaviour", "tracepoints", not have.get("tracepoint", False)))
+    mech, note = BEHAVIOUR_MECHANISMS[bool(have.get("fentry"))]
+    if not have.get("tracepoint", False):
+        out.append(Mechanism("behaviour", "none", True, "tracepoints do not load"))
+    else:
+        out.append(Mechanism("behaviour", mech, bool(note), note))
     return out
 
 

@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from agent.kernel.probe import BEHAVIOUR_MECHANISMS, trampolines
 from tests.host.test_run import _wait_for
 from tests.support import ROOT, Cgroup, baseline_agent_registry
 from tests.tls_support import TlsServer
@@ -87,7 +88,8 @@ def test_run_detects_and_keeps_its_baseline_across_kill_9(tmp_path: Path,
         assert ('manul_anomalies_total{agent="bl/agent",detector="credential-access"} 1.0'
                 in metrics)
         assert 'manul_baseline_events_total{kind="read",outcome="known"}' in metrics
-        assert 'manul_mechanism_info{concern="behaviour",mechanism="tracepoints"} 1.0' in metrics
+        mech = BEHAVIOUR_MECHANISMS[trampolines()][0]
+        assert f'manul_mechanism_info{{concern="behaviour",mechanism="{mech}"}} 1.0' in metrics
         health = _get("/healthz")
         assert health["baseline"]["lost"] == 0 and health["baseline"]["anomalies"] >= 2
         assert health["kernel"]["baseline"]["ringbuf_full"] == 0
