@@ -347,6 +347,21 @@ static __always_inline __u32 bl_secret(struct bl_scratch *s, struct inode *inode
 	return bpf_map_lookup_elem(&bl_secrets, k) ? MANUL_BL_F_SECRET : 0;
 }
 
+/* A file with no path from the task's root (a memfd, a dentry that
+ * open_by_handle_at could not connect, another namespace's file): its name,
+ * as /(anonymous)/<name>, so that it is still an event, never a hole. */
+static __always_inline void bl_anon_path(struct bl_scratch *s, struct dentry *dentry,
+					 __u32 *flags)
+{
+	const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
+
+	__builtin_memset(s->key.path, 0, sizeof(s->key.path));
+	__builtin_memcpy(s->key.path, "/(anonymous)/", 13);
+	if (name)
+		bpf_probe_read_kernel_str(s->key.path + 13, MANUL_PATH_MAX - 13, name);
+	*flags |= MANUL_BL_F_ANON;
+}
+
 /* The path of (mnt, dentry) into the key; flags for the event. */
 static __always_inline int bl_path(struct bl_scratch *s, struct vfsmount *mnt,
 				   struct dentry *dentry, __u32 *flags)
@@ -389,10 +404,8 @@ int manul_bl_exec(void *ctx)
 	dentry = BPF_CORE_READ(exe, f_path.dentry);
 	if (bl_file_known(s, mnt, dentry, BPF_CORE_READ(exe, f_inode)))
 		return 0;
-	if (bl_path(s, mnt, dentry, &flags) < 0) {
-		manul_count_err(MANUL_ERR_NO_PATH);
-		return 0;
-	}
+	if (bl_path(s, mnt, dentry, &flags) < 0)
+		bl_anon_path(s, dentry, &flags);
 	bl_report_file(s, flags);
 	return 0;
 }
@@ -442,10 +455,8 @@ static __always_inline int bl_file(struct file *file, __u64 scope)
 	flags |= bl_secret(s, inode);
 	if (!(flags & MANUL_BL_F_SECRET) && bl_file_known(s, mnt, dentry, inode))
 		return 0;
-	if (bl_path(s, mnt, dentry, &flags) < 0) {
-		manul_count_err(MANUL_ERR_NO_PATH);
-		return 0;
-	}
+	if (bl_path(s, mnt, dentry, &flags) < 0)
+		bl_anon_path(s, dentry, &flags);
 	bl_report_file(s, flags);
 	return 0;
 }

@@ -176,6 +176,8 @@ enum manul_bl_kind {
 #define MANUL_BL_F_PROC_OTHER 8		/* /proc/<pid>/... of another process, as /proc/pid */
 #define MANUL_BL_F_SECRET 16		/* the file is a catalogued credential (`bl_secrets`),
 					 * whatever its path: sent through `bl_alerts` */
+#define MANUL_BL_F_ANON 32		/* no path from the task's root (a memfd, a disconnected
+					 * dentry): `path` is /(anonymous)/<its name> */
 
 /* A catalogued credential file on this node, by inode (`bl_secrets`: user
  * space stats the catalogue's paths): a hard link, a bind mount or a

@@ -442,3 +442,23 @@ def test_a_unix_socket_credential_is_reported_when_connected_to(world: World) ->
     finally:
         svc.close()
         server.close()
+
+
+def test_a_program_run_from_memory_is_new_exec(world: World) -> None:
+    """A memfd run with execveat(AT_EMPTY_PATH) has no path from the root: it is still
+    new-exec, as /(anonymous)/memfd:<name> (positive control: it ran)."""
+    found: list[Anomaly] = []
+    svc = _service(world, found=found)
+    try:
+        _learn(svc, world)
+        code = ("import os; fd = os.memfd_create('dropper'); "
+                "os.write(fd, open('/usr/bin/echo', 'rb').read()); "
+                "os.execve(fd, ['echo', 'ran'], {})")
+        r = world.cg.run([sys.executable, "-c", code])
+        assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
+        _drain(svc)
+        paths = [a.finding.evidence["path"] for a in found
+                 if a.finding.detector is Detector.NEW_EXEC]
+        assert paths == ["/(anonymous)/memfd:dropper"], [a.finding.summary for a in found]
+    finally:
+        svc.close()
