@@ -59,7 +59,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 import uuid
@@ -79,7 +78,7 @@ from agent.kernel import fs  # noqa: E402
 from agent.kernel import libbpf as L  # noqa: E402
 from agent.registry import FileSource  # noqa: E402
 from agent.workloads import WorkloadResolver  # noqa: E402
-from tests.support import Cgroup  # noqa: E402
+from tests.support import Cgroup, baseline_agent_registry  # noqa: E402
 
 ITERATIONS = int(os.environ.get("BENCH_ITERATIONS", "400"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "9"))
@@ -88,7 +87,7 @@ PATH = os.environ.get("BENCH_PATH", "service")
 RETRIES = 2  # extra rounds at most, when someone else's baseline object was loaded during one
 FILES = 16
 SCOPE = 1  # the sensor path's scope (the service picks its own)
-AGENT = "bench/load"
+AGENT = "bl/agent"  # tests.support.baseline_agent_registry
 
 # op class -> (arguments, iterations per run as a multiple of ITERATIONS,
 #              the counts the time is divided by, unit)
@@ -150,17 +149,7 @@ class Bench:
                                        text=True)
         assert self.server.stdout is not None
         self.tcp_port, self.udp_port = (int(x) for x in self.server.stdout.readline().split())
-        reg = tmp / "registry"
-        reg.mkdir()
-        (reg / "agent.yaml").write_text(textwrap.dedent(f"""
-            apiVersion: manul.dev/v1alpha1
-            kind: Agent
-            metadata: {{name: load, namespace: bench}}
-            spec:
-              identities:
-                - cgroup: /{self.name}/agent
-            """))
-        self.registry = FileSource(reg)
+        self.registry = FileSource(baseline_agent_registry(tmp, f"{self.name}/agent"))
 
     def close(self) -> None:
         self.server.kill()
@@ -280,13 +269,12 @@ class Observation:
         """No program on any hook (loaded, maps kept), no user-space thread."""
         if self.attached:
             self._stop_thread()
-            for link in self.sensor.obj.links:
-                link.destroy()
+            self.sensor.detach()
             self.attached = False
 
     def on(self) -> None:
         if not self.attached:
-            self.sensor.obj.attach_all(cgroup=fs.cgroup2_root()[0])
+            self.sensor.attach()
             self.attached = True
             self._start_thread()
 
@@ -307,8 +295,8 @@ class Observation:
                 self._sensor.__exit__(None, None, None)
 
 
-def manul_programs() -> Counter[str] | None:
-    """Names of the Manul BPF programs loaded now, by anyone (None: no bpftool)."""
+def loaded_programs() -> list[dict[str, object]] | None:
+    """`bpftool prog show`: every BPF program loaded now, by anyone (None: no bpftool)."""
     try:
         r = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
                            timeout=30, check=False)
@@ -316,7 +304,16 @@ def manul_programs() -> Counter[str] | None:
         return None
     if r.returncode != 0:
         return None
-    return Counter(str(p.get("name", "")) for p in json.loads(r.stdout or "[]")
+    progs: list[dict[str, object]] = json.loads(r.stdout or "[]")
+    return progs
+
+
+def manul_programs() -> Counter[str] | None:
+    """Names of the Manul BPF programs loaded now, by anyone (None: no bpftool)."""
+    progs = loaded_programs()
+    if progs is None:
+        return None
+    return Counter(str(p.get("name", "")) for p in progs
                    if str(p.get("name", "")).startswith("manul_"))
 
 
@@ -328,15 +325,12 @@ def foreign_baseline() -> bool:
 
 def prog_runtime(ids: dict[int, str]) -> dict[str, tuple[int, int]] | None:
     """Program name -> (run_time_ns, run_cnt) of our programs (kernel BPF stats)."""
-    try:
-        r = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
-                           timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
+    progs = loaded_programs()
+    if progs is None:
         return None
-    if r.returncode != 0:
-        return None
-    return {ids[p["id"]]: (int(p.get("run_time_ns", 0)), int(p.get("run_cnt", 0)))
-            for p in json.loads(r.stdout or "[]") if p.get("id") in ids}
+    return {ids[int(str(p["id"]))]: (int(str(p.get("run_time_ns", 0))),
+                                     int(str(p.get("run_cnt", 0))))
+            for p in progs if p.get("id") in ids}
 
 
 PROFILED = (("mix", "watched"), ("mix", "unwatched"),

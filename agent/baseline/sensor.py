@@ -63,9 +63,10 @@ class BehaviourSensor(Sensor):
 
     def __init__(self, observe_all: bool = False, cgroup: str | Path | None = None,
                  ringbuf_bytes: int = 1 << 22, seen_entries: int = 1 << 14,
-                 trampolines: bool | None = None) -> None:
-        """`trampolines`: use fentry/fexit (None: probe this kernel)."""
-        super().__init__(cgroup, ringbuf_bytes)
+                 trampolines: bool | None = None, attach: bool = True) -> None:
+        """`trampolines`: use fentry/fexit (None: probe this kernel); `attach`: on
+        entering (else when the first workload is watched: `attach()`)."""
+        super().__init__(cgroup, ringbuf_bytes, attach)
         self.observe_all = observe_all
         self.seen_entries = seen_entries
         self.trampolines = trampolines

@@ -96,7 +96,10 @@ class BaselineService:
         self.protect = protect_cgroups
         self._quarantine = quarantine
         self.on_anomaly = on_anomaly
-        self.sensor = sensor or BehaviourSensor(observe_all=config.mode is Mode.ALL)
+        # hooks attached only while someone is watched (`sync`): a node without a
+        # registered agent pays nothing, not even the system calls' slow path
+        self.sensor = sensor or BehaviourSensor(observe_all=config.mode is Mode.ALL,
+                                                attach=config.mode is Mode.ALL)
         self.store = Store(config.state_dir)
         self.profiles: dict[str, Profile] = {}
         self._dirty: set[str] = set()
@@ -164,6 +167,10 @@ class BaselineService:
                 self.sensor.unwatch(cg)
             self._watch = want
             self._last_sync = time.monotonic()
+            if self.config.mode is Mode.ALL or any(want.values()):
+                self.sensor.attach()
+            else:
+                self.sensor.detach()
 
     def _scope_for_agent(self, key: str) -> int:
         scope = self._agent_scope.get(key)
@@ -489,6 +496,7 @@ class BaselineService:
             return {
                 "mode": str(self.config.mode),
                 "started": self.sensor.started,
+                "attached": self.sensor.attached,  # only while a workload is watched
                 "profiles": {n: {"learning": p.learning(now), "items": p.counts(),
                                  "learn_ends": round(p.started + p.learn_seconds, 1)}
                              for n, p in sorted(self.profiles.items())},

@@ -283,6 +283,14 @@ class BpfObject:
             raise
         return made
 
+    def detach_all(self) -> int:
+        """Destroy every unpinned link this object made (its programs stay loaded)."""
+        n = len(self._links)
+        for link in self._links:
+            link.destroy()
+        self._links.clear()
+        return n
+
     def own(self, link: Link) -> None:
         """Close `link`'s handle together with this object."""
         self._links.append(link)

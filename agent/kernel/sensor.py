@@ -25,33 +25,61 @@ class Sensor:
     OBJECT = ""  # the BPF object's name (build/bpf/<OBJECT>.bpf.o)
     RINGBUF = ""  # its ring buffer map
 
-    def __init__(self, cgroup: str | Path | None = None, ringbuf_bytes: int = 1 << 22) -> None:
+    def __init__(self, cgroup: str | Path | None = None, ringbuf_bytes: int = 1 << 22,
+                 attach: bool = True) -> None:
+        """`attach`: attach the programs on entering (else at `attach()`)."""
         self.cgroup = Path(cgroup) if cgroup else None
         self.ringbuf_bytes = ringbuf_bytes
+        self.attach_on_enter = attach
         self._obj: BpfObject | None = None
         self._rb: RingBuffer | None = None
+        self._attached = False
 
     def configure(self, obj: BpfObject) -> None:
         """Settings before load (`.rodata`, map sizes); nothing by default."""
 
     def __enter__(self) -> Sensor:
         ensure_bpffs()
-        root = self.cgroup or cgroup2_root()[0]
         obj = BpfObject.open(self.OBJECT)
         try:
             obj.set_max_entries(self.RINGBUF, self.ringbuf_bytes)
             self.configure(obj)
             obj.load()
-            obj.attach_all(cgroup=root)
             self._rb = RingBuffer(obj.map(self.RINGBUF), obj.map("manul_errors"))
+            self._obj = obj
+            if self.attach_on_enter:
+                self.attach()
         except BaseException:
+            if self._rb is not None:
+                self._rb.close()
+                self._rb = None
+            self._obj = None
             obj.close()
             raise
-        self._obj = obj
-        log.info("%s attached at %s", self.OBJECT, root)
         return self
 
+    @property
+    def attached(self) -> bool:
+        return self._attached
+
+    def attach(self) -> None:
+        """Attach every program (cgroup programs at the root): observation on."""
+        if self._attached:
+            return
+        root = self.cgroup or cgroup2_root()[0]
+        self.obj.attach_all(cgroup=root)
+        self._attached = True
+        log.info("%s attached at %s", self.OBJECT, root)
+
+    def detach(self) -> None:
+        """Detach every program (loaded, maps and counters kept): no cost to anyone."""
+        if self._attached:
+            self.obj.detach_all()
+            self._attached = False
+            log.info("%s detached", self.OBJECT)
+
     def __exit__(self, *exc: object) -> None:
+        self._attached = False
         if self._rb is not None:
             self._rb.close()
             self._rb = None

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,10 @@ STEADY = textwrap.dedent("""
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     u.sendto(b"x", ("127.0.0.1", int(sys.argv[3])))
     u.close()
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen()
+    ls.close()
     print("[]")
 """)
 
@@ -152,6 +157,7 @@ def test_learns_then_each_detector_fires_once(world: World) -> None:
         assert Item(Kind.EXEC, path="/usr/bin/cat") in p.items
         assert Item(Kind.CONNECT, addr="127.0.0.1", port=tcp_port, proto="tcp") in p.items
         assert (Kind.READ, str(world.data / "cache")) in p.prefixes  # 12 files: generalised
+        assert Item(Kind.LISTEN, port=0, proto="tcp") in p.items  # an ephemeral port
         assert not found, [a.finding for a in found]
 
         # Steady behaviour after learning: nothing, and it stays in the kernel.
@@ -462,3 +468,68 @@ def test_a_program_run_from_memory_is_new_exec(world: World) -> None:
         assert paths == ["/(anonymous)/memfd:dropper"], [a.finding.summary for a in found]
     finally:
         svc.close()
+
+
+def test_baseline_all_learns_every_workload_but_the_agent(world: World, make_cgroup: Any) -> None:
+    """`--baseline all`: an unregistered workload gets a baseline of its own, named
+    after it; the agent's own cgroup is never watched."""
+    import os as _os
+
+    from agent.kernel import fs
+
+    stranger = make_cgroup()
+    src = FileSource(world.registry)
+    audit = AuditLog(str(world.tmp / "audit.jsonl"))
+    world.audits.append(audit)
+    own = fs.cgroup_id(fs.resolve_cgroup(fs.cgroup_of_pid(_os.getpid())))
+    svc = BaselineService(
+        lambda: src.registry, WorkloadResolver(),
+        config=BaselineConfig(mode=Mode.ALL, learn_seconds=60, state_dir=world.tmp / "state"),
+        audit=audit, protect_cgroups=frozenset({own}))
+    try:
+        svc.start()
+        r = stranger.run(["cat", "/etc/hostname"])
+        assert r.returncode == 0
+        world.steady()
+        with open("/etc/hostname") as f:  # the agent itself: never watched
+            f.read()
+        _drain(svc)
+        names = set(svc.profiles)
+        assert AGENT in names
+        mine = [n for n in names if stranger.path.name in n]
+        assert len(mine) == 1, names
+        assert Item(Kind.EXEC, path="/usr/bin/cat") in svc.profiles[mine[0]].items
+        assert all(svc.profiles[n].items for n in names)
+        assert not any(str(own) in n for n in names)
+    finally:
+        svc.close()
+
+
+def test_hooks_are_attached_only_while_a_workload_is_watched(tmp_path: Path) -> None:
+    """A node with no registered agent's workload pays nothing: the behaviour hooks
+    attach when the first one appears, and detach when the last one goes."""
+    name = f"manul-bl-late-{uuid.uuid4().hex[:6]}"
+    src = FileSource(baseline_agent_registry(tmp_path, name))
+    svc = BaselineService(lambda: src.registry, WorkloadResolver(),
+                          config=BaselineConfig(learn_seconds=60, state_dir=tmp_path / "state"))
+    svc.start()
+    path = cgroup2_root() / name
+    try:
+        assert not svc.sensor.attached and not svc.sensor.obj.links
+        path.mkdir()
+        cg = Cgroup(path)
+        svc.resolver.refresh()
+        svc.sync()
+        assert svc.sensor.attached and svc.sensor.obj.links
+        r = cg.run(["cat", "/etc/hostname"])
+        assert r.returncode == 0
+        _drain(svc)
+        assert Item(Kind.EXEC, path="/usr/bin/cat") in svc.profiles[AGENT].items
+        cg.destroy()
+        svc.resolver.refresh()
+        svc.sync()
+        assert not svc.sensor.attached and not svc.sensor.obj.links
+    finally:
+        svc.close()
+        if path.exists():
+            Cgroup(path).destroy()
