@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.support import ROOT
+from tests.support import ROOT, drop_pin_root, sandbox_pin_root
 from tests.tls_support import TlsServer
 
 
@@ -44,7 +44,9 @@ def _wait_for(proc: subprocess.Popen[str], kind: str, timeout: float,
 
 def test_manul_run_shows_a_shell_https_call(tmp_path: Path) -> None:
     audit = tmp_path / "audit.jsonl"
+    pins = sandbox_pin_root()  # what the run pins (sandbox programs) goes, not the host's
     env = {k: v for k, v in os.environ.items() if k != "MANUL_LOG_FORMAT"}
+    env["MANUL_PIN_ROOT"] = str(pins)
     stderr = (tmp_path / "stderr.log").open("w")
     proc = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "manul"), "-v", "run", "--registry",
@@ -90,6 +92,7 @@ def test_manul_run_shows_a_shell_https_call(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
         stderr.close()
+        drop_pin_root(pins)
     assert proc.returncode == 0, out
     events = [json.loads(x) for x in out.splitlines()]
     assert events[-1]["event"] == "stopped" and events[-1]["llm_handshakes"] >= 1
