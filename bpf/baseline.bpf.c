@@ -107,9 +107,9 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, MANUL_BL_STATS);
+	__uint(max_entries, MANUL_BL_KINDS);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct manul_bl_counts);
 } bl_stats SEC(".maps");
 
 struct bl_scratch {
@@ -128,13 +128,11 @@ struct {
 	__type(value, struct bl_scratch);
 } bl_scratch SEC(".maps");
 
-static __always_inline void bl_count(__u32 kind, __u32 stat)
+static __always_inline struct manul_bl_counts *bl_counts(__u32 kind)
 {
-	__u32 idx = (kind & (MANUL_BL_KINDS - 1)) * 4 + stat;
-	__u64 *n = bpf_map_lookup_elem(&bl_stats, &idx);
+	__u32 idx = kind & (MANUL_BL_KINDS - 1);
 
-	if (n)
-		*n += 1;
+	return bpf_map_lookup_elem(&bl_stats, &idx);
 }
 
 /* The scope of the current process (manul.h), or 0: not watched. The nearest
@@ -176,23 +174,38 @@ static __always_inline struct bl_scratch *bl_start(__u64 scope, __u32 kind)
 }
 
 /* No '/' from byte `from` of the key's path on: a file directly in the
- * generalised directory, not in a subdirectory of it. */
+ * generalised directory, not in a subdirectory of it (a bpf_loop: checked
+ * once by the verifier, not once per byte). */
+struct bl_slash_ctx {
+	struct bl_scratch *s;
+	__u32 from;
+	__u32 found;
+};
+
+static long bl_slash_step(__u32 i, void *data)
+{
+	struct bl_slash_ctx *c = data;
+	__u32 j = c->from + i;
+	char ch;
+
+	if (j >= MANUL_PATH_MAX)
+		return 1;
+	ch = c->s->key.path[j & (MANUL_PATH_MAX - 1)];
+	if (!ch)
+		return 1;
+	if (ch == '/') {
+		c->found = 1;
+		return 1;
+	}
+	return 0;
+}
+
 static __always_inline bool bl_no_slash_from(struct bl_scratch *s, __u32 from)
 {
-	int i;
+	struct bl_slash_ctx c = { .s = s, .from = from, .found = 0 };
 
-	for (i = 0; i < MANUL_PATH_MAX; i++) {
-		char ch;
-
-		if (i < from)
-			continue;
-		ch = s->key.path[i];
-		if (!ch)
-			return true;
-		if (ch == '/')
-			return false;
-	}
-	return true;
+	bpf_loop(MANUL_PATH_MAX, bl_slash_step, &c, 0);
+	return !c.found;
 }
 
 /* Is the key's path a file directly in a generalised directory of its
@@ -215,28 +228,32 @@ static __always_inline bool bl_under_prefix(struct bl_scratch *s)
 static __always_inline int bl_report(struct bl_scratch *s, __u32 flags)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct manul_bl_counts *n = bl_counts(s->key.kind);
 	struct task_struct *parent;
 	struct manul_bl_event *ev;
-	__u32 kind = s->key.kind;
 	__u64 *seen, one = 1, id;
 
-	bl_count(kind, MANUL_BL_ST_SEEN);
+	if (n)
+		n->seen++;
 	if (flags & MANUL_BL_F_SECRET)
 		s->key.secret = 1;	/* a learned path never hides a credential */
 	seen = bpf_map_lookup_elem(&bl_seen, &s->key);
 	if (seen) {
 		__sync_fetch_and_add(seen, 1);
-		bl_count(kind, MANUL_BL_ST_KNOWN);
+		if (n)
+			n->known++;
 		return 1;
 	}
 	if (s->key.path[0] && !(flags & MANUL_BL_F_SECRET) && bl_under_prefix(s)) {
-		bl_count(kind, MANUL_BL_ST_KNOWN);
+		if (n)
+			n->known++;
 		return 1;
 	}
 	ev = manul_reserve((flags & MANUL_BL_F_SECRET) ? (void *)&bl_alerts : (void *)&bl_events,
 			   sizeof(*ev), MANUL_EV_BEHAVIOUR);
 	if (!ev) {
-		bl_count(kind, MANUL_BL_ST_LOST);	/* not remembered: sent next time */
+		if (n)
+			n->lost++;	/* not remembered: sent next time */
 		return 0;
 	}
 	if (bpf_map_update_elem(&bl_seen, &s->key, &one, BPF_NOEXIST) &&
@@ -256,27 +273,33 @@ static __always_inline int bl_report(struct bl_scratch *s, __u32 flags)
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	BPF_CORE_READ_STR_INTO(&ev->pcomm, parent, comm);
 	bpf_ringbuf_submit(ev, 0);
-	bl_count(kind, MANUL_BL_ST_SENT);
+	if (n)
+		n->sent++;
 	return 1;
 }
 
-/* Was this file (dentry, mount, inode) already judged for the key's scope
- * and kind? Then it is counted as known without walking its path. */
-static __always_inline bool bl_file_known(struct bl_scratch *s, struct vfsmount *mnt,
-					  struct dentry *dentry, struct inode *inode)
+/* Was this file (dentry, mount, inode) already judged for the scope and
+ * kind? Then it is counted as known without walking its path (nor clearing
+ * the scratch). `f` is filled for bl_report_file either way. */
+static __always_inline bool bl_file_known(struct manul_bl_file *f, __u64 scope, __u32 kind,
+					  struct vfsmount *mnt, struct dentry *dentry,
+					  struct inode *inode)
 {
-	struct manul_bl_file *f = &s->file;
+	struct manul_bl_counts *n;
 
-	f->scope = s->key.scope;
-	f->kind = s->key.kind;
+	f->scope = scope;
+	f->kind = kind;
 	f->dentry = (__u64)dentry;
 	f->mnt = (__u64)mnt;
 	f->ino = BPF_CORE_READ(inode, i_ino);
 	f->generation = BPF_CORE_READ(inode, i_generation);
 	if (!bpf_map_lookup_elem(&bl_files, f))
 		return false;
-	bl_count(f->kind, MANUL_BL_ST_SEEN);
-	bl_count(f->kind, MANUL_BL_ST_KNOWN);
+	n = bl_counts(kind);
+	if (n) {
+		n->seen++;
+		n->known++;
+	}
 	return true;
 }
 
@@ -331,12 +354,10 @@ static __always_inline __u32 bl_fold_proc(struct bl_scratch *s)
 	return flags;
 }
 
-/* The file's identity into the scratch (for the event), and
- * MANUL_BL_F_SECRET when it is a catalogued credential. */
-static __always_inline __u32 bl_secret(struct bl_scratch *s, struct inode *inode)
+/* The file's identity into `k` (for the event), and MANUL_BL_F_SECRET when
+ * it is a catalogued credential. */
+static __always_inline __u32 bl_secret(struct manul_bl_inode *k, struct inode *inode)
 {
-	struct manul_bl_inode *k = &s->inode;
-
 	k->ino = 0;
 	k->dev = 0;
 	k->_pad = 0;
@@ -384,6 +405,7 @@ int manul_bl_exec(void *ctx)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 scope = bl_scope(bpf_get_current_cgroup_id());
+	struct manul_bl_file fk = {};
 	struct bl_scratch *s;
 	struct vfsmount *mnt;
 	struct dentry *dentry;
@@ -392,9 +414,6 @@ int manul_bl_exec(void *ctx)
 
 	if (!scope)
 		return 0;
-	s = bl_start(scope, MANUL_BL_EXEC);
-	if (!s)
-		return 0;
 	exe = BPF_CORE_READ(task, mm, exe_file);
 	if (!exe) {
 		manul_count_err(MANUL_ERR_NO_PATH);
@@ -402,8 +421,12 @@ int manul_bl_exec(void *ctx)
 	}
 	mnt = BPF_CORE_READ(exe, f_path.mnt);
 	dentry = BPF_CORE_READ(exe, f_path.dentry);
-	if (bl_file_known(s, mnt, dentry, BPF_CORE_READ(exe, f_inode)))
+	if (bl_file_known(&fk, scope, MANUL_BL_EXEC, mnt, dentry, BPF_CORE_READ(exe, f_inode)))
 		return 0;
+	s = bl_start(scope, MANUL_BL_EXEC);
+	if (!s)
+		return 0;
+	s->file = fk;
 	if (bl_path(s, mnt, dentry, &flags) < 0)
 		bl_anon_path(s, dentry, &flags);
 	bl_report_file(s, flags);
@@ -425,11 +448,13 @@ static __always_inline struct file *bl_fd_file(long fd)
 	return file;
 }
 
-/* A successful open of any kind: the file now at descriptor `fd`. */
 /* An opened file of the current task: its path against the scope's baseline. */
 static __always_inline int bl_file(struct file *file, __u64 scope)
 {
+	struct manul_bl_inode ik = {};
+	struct manul_bl_file fk = {};
 	struct bl_scratch *s;
+	__u32 kind;
 	struct vfsmount *mnt;
 	struct dentry *dentry;
 	struct inode *inode;
@@ -446,15 +471,18 @@ static __always_inline int bl_file(struct file *file, __u64 scope)
 		flags |= MANUL_BL_F_READ;
 	if (mode & FMODE_WRITE)
 		flags |= MANUL_BL_F_WRITE;
-	s = bl_start(scope, (mode & FMODE_WRITE) ? MANUL_BL_WRITE : MANUL_BL_READ);
-	if (!s)
-		return 0;
+	kind = (mode & FMODE_WRITE) ? MANUL_BL_WRITE : MANUL_BL_READ;
 	inode = BPF_CORE_READ(file, f_inode);
 	mnt = BPF_CORE_READ(file, f_path.mnt);
 	dentry = BPF_CORE_READ(file, f_path.dentry);
-	flags |= bl_secret(s, inode);
-	if (!(flags & MANUL_BL_F_SECRET) && bl_file_known(s, mnt, dentry, inode))
+	flags |= bl_secret(&ik, inode);
+	if (!(flags & MANUL_BL_F_SECRET) && bl_file_known(&fk, scope, kind, mnt, dentry, inode))
+		return 0;	/* the common case: no walk, no scratch */
+	s = bl_start(scope, kind);
+	if (!s)
 		return 0;
+	s->inode = ik;
+	s->file = fk;
 	if (bl_path(s, mnt, dentry, &flags) < 0)
 		bl_anon_path(s, dentry, &flags);
 	bl_report_file(s, flags);
@@ -569,7 +597,7 @@ static __always_inline int bl_unix_peer(struct unix_sock *peer)
 	s = bl_start(scope, MANUL_BL_UNIX);
 	if (!s)
 		return 0;
-	flags |= bl_secret(s, BPF_CORE_READ(dentry, d_inode));
+	flags |= bl_secret(&s->inode, BPF_CORE_READ(dentry, d_inode));
 	if (bl_path(s, BPF_CORE_READ(peer, path.mnt), dentry, &flags) < 0) {
 		manul_count_err(MANUL_ERR_NO_PATH);
 		return 0;

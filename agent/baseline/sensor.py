@@ -182,10 +182,9 @@ class BehaviourSensor(Sensor):
         m = self.obj.map("bl_stats")
         out: dict[str, KindStats] = {}
         for kind, name in _KIND_NAMES.items():
-            vals = []
-            for stat in (abi.BL_ST_SEEN, abi.BL_ST_SENT, abi.BL_ST_KNOWN, abi.BL_ST_LOST):
-                per_cpu = m.lookup(bytes(ctypes.c_uint32(kind * 4 + stat)))
-                vals.append(sum(int.from_bytes(v, "little") for v in per_cpu or ()))
-            out[name] = KindStats(*vals)
+            per_cpu = m.lookup(bytes(ctypes.c_uint32(kind))) or []
+            counts = [abi.manul_bl_counts.from_buffer_copy(v) for v in per_cpu]
+            out[name] = KindStats(*(sum(getattr(c, f) for c in counts)
+                                    for f in ("seen", "sent", "known", "lost")))
         return out
 

@@ -50,8 +50,6 @@ BL_KINDS = 8
 BL_F_READ, BL_F_WRITE, BL_F_TRUNCATED, BL_F_PROC_OTHER, BL_F_SECRET = 1, 2, 4, 8, 16
 BL_F_ANON = 32
 BL_PREFIX_MAX = 240
-BL_ST_SEEN, BL_ST_SENT, BL_ST_KNOWN, BL_ST_LOST = 0, 1, 2, 3
-BL_STATS = BL_KINDS * 4
 BL_SCOPE_AGENT = 1 << 63
 BL_MAX_LEVEL = 16
 
@@ -69,6 +67,10 @@ class manul_bl_prefix(ctypes.Structure):
 
 class manul_bl_inode(ctypes.Structure):
     _fields_ = (("ino", c_uint64), ("dev", c_uint32), ("_pad", c_uint32))
+
+
+class manul_bl_counts(ctypes.Structure):
+    _fields_ = (("seen", c_uint64), ("sent", c_uint64), ("known", c_uint64), ("lost", c_uint64))
 
 
 class manul_bl_file(ctypes.Structure):
@@ -203,6 +205,7 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "manul_bl_event": manul_bl_event,
     "manul_bl_inode": manul_bl_inode,
     "manul_bl_file": manul_bl_file,
+    "manul_bl_counts": manul_bl_counts,
 }
 
 

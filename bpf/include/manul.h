@@ -234,13 +234,13 @@ struct manul_bl_file {
 	__u32 kind;
 };
 
-/* Per-CPU counters (`bl_stats`): index kind * 4 + one of these. */
-enum manul_bl_stat {
-	MANUL_BL_ST_SEEN = 0,		/* events of watched workloads */
-	MANUL_BL_ST_SENT = 1,		/* novel: sent to user space */
-	MANUL_BL_ST_KNOWN = 2,		/* in the baseline: counted, not sent */
-	MANUL_BL_ST_LOST = 3,		/* novel, but the ring buffer was full */
-	MANUL_BL_STATS = MANUL_BL_KINDS * 4,
+/* Per-CPU counters (`bl_stats`, indexed by enum manul_bl_kind): one lookup
+ * per event counts it. */
+struct manul_bl_counts {
+	__u64 seen;			/* events of watched workloads */
+	__u64 sent;			/* novel: sent to user space */
+	__u64 known;			/* in the baseline: counted, not sent */
+	__u64 lost;			/* novel, but the ring buffer was full */
 };
 
 struct manul_bl_event {
