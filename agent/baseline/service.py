@@ -152,7 +152,9 @@ class BaselineService:
         with self._lock:
             reg = self._registry()
             want: dict[int, int] = {cg: 0 for cg in self.protect}
-            for key, found in agent_topmost(reg, self.resolver, sandboxed_only=False).items():
+            listed = self.resolver.listing()  # the daemon's walk of this second
+            for key, found in agent_topmost(reg, self.resolver, listed,
+                                            sandboxed_only=False).items():
                 scope = self._scope_for_agent(key)
                 for cg_id, _ in found:
                     if cg_id not in want:
@@ -230,12 +232,11 @@ class BaselineService:
         return p
 
     def _agent(self, name: str) -> Agent | None:
+        """The registered agent a profile belongs to (None: a workload's, with `all`)."""
         if name not in self._agent_scope:
             return None
-        for a in self._registry().agents:
-            if a.meta.key == name:
-                return a
-        return None
+        a = self._registry().agent(name)
+        return a if a is not None and a.meta.key == name else None
 
     # -- events -------------------------------------------------------------------
 
@@ -299,6 +300,8 @@ class BaselineService:
             if len(self._names) >= 4096:
                 self._names.pop(next(iter(self._names)))
             self._names[addr] = host
+            if not self.profiles:
+                return  # nobody's profile to name it in (every handshake comes here)
             w = self.resolver.resolve(cgroup_id, tgid)
             if w is None:
                 return

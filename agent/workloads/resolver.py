@@ -81,6 +81,7 @@ class WorkloadResolver:
         self.rate_limited = 0
         self.walk_errors = 0
         self.last_walk: WalkResult | None = None
+        self._listing: list[tuple[int, str]] = []  # the last walk's (id, path)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -116,6 +117,14 @@ class WorkloadResolver:
         """
         with self._walk_lock:
             return self._walk()
+
+    def listing(self, max_age: float = 2.0) -> list[tuple[int, str]]:
+        """(cgroup id, path) of every cgroup, from a walk at most `max_age` seconds old
+        (the daemon walks every second: its readers share that walk, not one each)."""
+        with self._walk_lock:
+            if time.monotonic() - self._last_walk > max_age or not self._listing:
+                self._walk()
+            return list(self._listing)
 
     def _miss(self, cgroup_id: int, pid: int) -> _Entry | None:
         if pid > 0:
@@ -180,6 +189,7 @@ class WorkloadResolver:
             self._evict()
             cached = len(entries)
         self._last_walk = time.monotonic()
+        self._listing = found
         self.walks += 1
         result = WalkResult(len(found), len(fresh), time.perf_counter() - t0, cached)
         self.last_walk = result
