@@ -98,8 +98,10 @@ class BaselineService:
         self.on_anomaly = on_anomaly
         # hooks attached only while someone is watched (`sync`): a node without a
         # registered agent pays nothing, not even the system calls' slow path
+        # (with `--baseline all` too: `start` marks the protected cgroups first, so
+        # that the agent's own work while attaching is never observed)
         self.sensor = sensor or BehaviourSensor(observe_all=config.mode is Mode.ALL,
-                                                attach=config.mode is Mode.ALL)
+                                                attach=False)
         self.store = Store(config.state_dir)
         self.profiles: dict[str, Profile] = {}
         self._dirty: set[str] = set()
