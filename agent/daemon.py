@@ -54,10 +54,12 @@ from agent.registry.policyset import (
     PolicySet,
     PolicySetSource,
 )
+from agent.sandbox.counters import DEFAULT_EVENT_BURST, DEFAULT_EVENT_RATE
 from agent.sandbox.service import SandboxService
 from agent.telemetry import metrics
 from agent.telemetry.audit import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, AuditLog
 from agent.telemetry.http import HttpServer
+from agent.telemetry.throttle import DEFAULT_BURST, DEFAULT_RATE, DEFAULT_WINDOW, RecordThrottle
 from agent.telemetry.tracing import provider_from_env
 from agent.workloads import KubePods, PodSource, StaticPods, Workload, WorkloadResolver
 
@@ -71,6 +73,14 @@ class DaemonConfig:
     audit_log: str | None = None  # None: stdout is the console; audit goes to a file or off
     audit_max_bytes: int = DEFAULT_MAX_BYTES  # rotated past this size
     audit_backups: int = DEFAULT_BACKUPS  # rotated files kept
+    # storms (agent.telemetry.throttle): repeats within `audit_window` s become one
+    # record; each workload may write `audit_rate` records a second (`audit_burst`)
+    audit_window: float = DEFAULT_WINDOW
+    audit_rate: float = DEFAULT_RATE
+    audit_burst: int = DEFAULT_BURST
+    # each sandboxed workload's kernel event budget (per CPU; 0: none)
+    event_rate: int = DEFAULT_EVENT_RATE
+    event_burst: int = DEFAULT_EVENT_BURST
     quarantine_shadow: bool = False
     quarantine_allow: list[str] = field(default_factory=list)
     trust_domain: str = "cluster.local"
@@ -136,11 +146,19 @@ class Daemon:
             pods = StaticPods.from_file(config.pods_file)
         self.pods = pods
         self.resolver = WorkloadResolver(pods=pods, trust_domain=config.trust_domain)
+        try:
+            throttle = RecordThrottle(config.audit_window, config.audit_rate,
+                                      config.audit_burst)
+        except ValueError as e:
+            raise ConfigError(f"audit record limits: {e}") from e
         self.audit = (AuditLog(config.audit_log, max_bytes=config.audit_max_bytes,
-                               backups=config.audit_backups) if config.audit_log else None)
+                               backups=config.audit_backups, throttle=throttle)
+                      if config.audit_log else None)
         for network in config.quarantine_allow:
             addr_key(network)  # ConfigError now, before anything is loaded or pinned
-        self.quarantine = Quarantine(root=config.pin_root) if config.quarantine_shadow else None
+        self.quarantine = (Quarantine(root=config.pin_root, event_rate=config.event_rate,
+                                      event_burst=config.event_burst)
+                           if config.quarantine_shadow else None)
         root_id = fs.cgroup_id(fs.cgroup2_root()[0])
         own = fs.cgroup_id(fs.resolve_cgroup(fs.cgroup_of_pid(os.getpid())))
         self.protect = frozenset({root_id, own})  # never quarantined nor watched
@@ -154,7 +172,9 @@ class Daemon:
         self.policy_set = CachedPolicySet(source, on_change=self._policies_changed,
                                           on_error=self._policies_failed)
         self.sandbox = (SandboxService(self.registry, self.resolver, self.audit,
-                                       policies=self.policy_set, root=config.pin_root)
+                                       policies=self.policy_set, root=config.pin_root,
+                                       event_rate=config.event_rate,
+                                       event_burst=config.event_burst)
                         if config.sandbox else None)
         # What only this node knows about callers, for the decision point.
         self.facts = NodeFacts()
@@ -183,6 +203,9 @@ class Daemon:
         # per BPF object: events delivered from its ring buffer and its error
         # counters (ringbuf_full: events lost), as last exported
         self.ring_stats: dict[str, dict[str, Any]] = {}
+        self._drop_logged: dict[str, float] = {}  # object -> when a drop may be logged again
+        self._q_exported: dict[int, tuple[int, int]] = {}  # cgroup -> (refused, held) exported
+        self._q_started = False
 
     def registry(self) -> Registry:
         return self.source.registry
@@ -223,9 +246,22 @@ class Daemon:
             "authz": authz,
             "baseline": self.baseline.status() if self.baseline is not None else None,
             "sandbox": ({"status": self.sandbox.status().to_json(),
-                         "errors": self.sandbox.errors} if self.sandbox is not None
-                        and self.sandbox.maps is not None else None),
+                         "errors": self.sandbox.errors,
+                         # counted in the kernel: exact, delivered or not
+                         "counts": (self.sandbox.counters.totals.to_json()
+                                    if self.sandbox.counters is not None else None)}
+                        if self.sandbox is not None and self.sandbox.maps is not None
+                        else None),
+            "audit": self._audit_health(),
         }
+
+    def _audit_health(self) -> dict[str, Any] | None:
+        if self.audit is None:
+            return None
+        st = self.audit.throttle.stats
+        return {"errors": self.audit.errors, "rotations": self.audit.rotations,
+                "records_aggregated": st.aggregated, "records_suppressed": st.suppressed,
+                "pending": self.audit.throttle.pending()}
 
     def _gateway_allow(self) -> list[str]:
         hosts = [h for p in self.registry().providers if p.gateway for h in p.hosts]
@@ -315,6 +351,8 @@ class Daemon:
                 self.resolver.refresh()
                 self.sync_facts()
                 self._export_counters(sensor)
+                if self.audit is not None:
+                    self.audit.tick()  # aggregated records whose window closed
         self._export_counters(sensor)  # the last second's counts, for whoever reports them
 
     # -- the audit trail of what the agent enforces ------------------------------
@@ -411,7 +449,8 @@ class Daemon:
             log.warning("not quarantining %s: its cgroup is protected", w.name)
             return False
         if self.quarantine is None:
-            q = Quarantine(root=self.config.pin_root)
+            q = Quarantine(root=self.config.pin_root, event_rate=self.config.event_rate,
+                           event_burst=self.config.event_burst)
             q.start()
             q.set_allowed(self._gateway_allow())
             self.quarantine = q
@@ -440,13 +479,49 @@ class Daemon:
                     metrics.BPF_ERRORS.labels(object=obj, kind=kind).inc(delta)
                     self._exported[key] = value
                     if kind == "ringbuf_full":
-                        log.warning("%s ring buffer full: %d events lost so far", obj, value)
+                        metrics.RINGBUF_DROPPED.labels(ringbuf=name).inc(delta)
+                        if time.monotonic() >= self._drop_logged.get(obj, 0.0):
+                            self._drop_logged[obj] = time.monotonic() + 60.0
+                            log.warning("%s ring buffer full: %d events lost so far", obj,
+                                        value)
             consumed = ring.consumed
             metrics.RINGBUF_EVENTS.labels(ringbuf=name).inc(
                 max(0, consumed - self._exported.get(f"{name}:consumed", 0)))
             self._exported[f"{name}:consumed"] = consumed
+        if self.quarantine is not None and self.quarantine.ring is not None:
+            self._export_quarantine(self.quarantine)
+
+    def _export_quarantine(self, q: Quarantine) -> None:
+        """Refusals counted in the kernel, per workload; refusal events its budget
+        held back, into the audit log as `suppressed`."""
+        try:
+            counts = q.counts()
+            current = set(q.cgroups())
+        except ManulError as e:
+            log.error("quarantine counters: %s", e)
+            return
+        first, self._q_started = not self._q_started, True
+        for cg, (refused, held) in counts.items():
+            w = self.resolver.resolve(cg)
+            name = w.name if w is not None else f"cgroup:{cg}"
+            # held before this agent started was reported by the one before
+            last_refused, last_held = self._q_exported.get(cg, (0, held if first else 0))
+            if refused > last_refused:
+                metrics.QUARANTINE_REFUSED.labels(workload=name).inc(refused - last_refused)
+            if held > last_held and self.audit is not None:
+                self.audit.suppressed("quarantine-refused", name, held - last_held)
+            self._q_exported[cg] = (refused, held)
+        gone = [cg for cg in counts if cg not in current]
+        if gone:
+            q.forget(gone)
+            for cg in gone:
+                self._q_exported.pop(cg, None)
 
     def _refused(self, r: Any) -> None:
         if self.audit is not None:
-            self.audit.write("quarantine-refused", cgroup_id=r.cgroup_id, pid=r.pid,
-                             process=r.comm, destination=f"{r.dst}:{r.dport}")
+            w = self.resolver.resolve(r.cgroup_id, r.pid)
+            name = w.name if w is not None else f"cgroup:{r.cgroup_id}"
+            self.audit.event("quarantine-refused", budget=name,
+                             key=(r.cgroup_id, r.dst, r.dport), workload=name,
+                             cgroup_id=r.cgroup_id, pid=r.pid, process=r.comm,
+                             destination=f"{r.dst}:{r.dport}")

@@ -9,12 +9,17 @@
  * with EPERM and reported on `quarantine_events`. Unconnected UDP
  * (sendmsg) is refused the same way, except DNS (port 53), so the workload
  * can still resolve the gateway. Other cgroups pay one hash lookup.
+ *
+ * Every refusal is counted per cgroup (`quarantine_counts`, exact); its event
+ * is sent only within the cgroup's budget (`quarantine_config`, ratelimit.h),
+ * so one storming workload cannot fill the ring buffer for the others.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "manul.h"
 #include "events.h"
+#include "ratelimit.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -42,6 +47,49 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 18);
 } quarantine_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);		/* cgroup id */
+	__type(value, __u64);		/* refusals */
+} quarantine_counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct manul_quarantine_config);
+} quarantine_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);		/* cgroup id */
+	__type(value, struct manul_rate_bucket);
+} quarantine_budget SEC(".maps");
+
+/* Count the refusal; whether its event may be sent. */
+static __always_inline bool count(__u64 cgid)
+{
+	struct manul_quarantine_config *cfg;
+	__u64 *n, one = 1;
+	__u32 zero = 0;
+
+	n = bpf_map_lookup_elem(&quarantine_counts, &cgid);
+	if (n)
+		*n += 1;
+	else if (bpf_map_update_elem(&quarantine_counts, &cgid, &one, BPF_NOEXIST)) {
+		n = bpf_map_lookup_elem(&quarantine_counts, &cgid);
+		if (n)
+			*n += 1;
+		else
+			manul_count_err(MANUL_ERR_MAP_UPDATE);
+	}
+	cfg = bpf_map_lookup_elem(&quarantine_config, &zero);
+	return !cfg || manul_rate_allow(&quarantine_budget, cgid, cfg->event_rate,
+					cfg->event_burst);
+}
 
 static __always_inline int check(struct bpf_sock_addr *ctx, bool v6, bool dns_ok)
 {
@@ -71,6 +119,8 @@ static __always_inline int check(struct bpf_sock_addr *ctx, bool v6, bool dns_ok
 	}
 	if (bpf_map_lookup_elem(&quarantine_allow, &key))
 		return 1;
+	if (!count(cgid))
+		return 0;
 	ev = manul_reserve(&quarantine_events, sizeof(*ev), MANUL_EV_QUARANTINE);
 	if (ev) {
 		__u64 id = bpf_get_current_pid_tgid();

@@ -66,6 +66,7 @@
 #include "manul.h"
 #include "events.h"
 #include "pathwalk.h"
+#include "ratelimit.h"
 /* The policy maps and their lookups (also built alone for the layout tests). */
 #include "sandbox_maps.bpf.c"
 
@@ -108,6 +109,30 @@ struct {
 	__type(key, __u32);
 	__type(value, struct manul_sandbox_config);
 } sandbox_config SEC(".maps");
+
+/* Exact counts (manul.h): per (bound cgroup, generation, rule, action,
+ * verdict, mode, mechanism), and per (action, verdict, mode) in total. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct manul_sbx_count_key);
+	__type(value, __u64);
+} sandbox_counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct manul_sbx_totals);
+} sandbox_totals SEC(".maps");
+
+/* Each bound cgroup's event budget (ratelimit.h, sandbox_config.event_rate). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);		/* bound cgroup id */
+	__type(value, struct manul_rate_bucket);
+} sandbox_budget SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -304,6 +329,50 @@ struct sbx_ask {
 	__u32 rule_id;
 };
 
+/* Count one decision, exactly (sandbox_counts, sandbox_totals); false: the
+ * bound cgroup's event budget is spent, so no event is sent for it. */
+static __always_inline bool sbx_count(const struct sbx_who *who, const struct sbx_ask *a,
+				      __u64 generation, __u8 verdict, bool enforce)
+{
+	struct manul_sbx_count_key k = {};
+	struct manul_sandbox_config *cfg;
+	struct manul_sbx_totals *t;
+	__u64 *n, one = 1;
+	__u32 zero = 0, slot;
+
+	k.bound_cgroup_id = who->bound_cgroup_id;
+	k.generation = generation;
+	k.sandbox_id = who->sandbox_id;
+	k.rule_id = a->rule_id;
+	k.action = a->action;
+	k.verdict = verdict;
+	k.enforce = enforce;
+	k.mechanism = a->mechanism;
+	t = bpf_map_lookup_elem(&sandbox_totals, &zero);
+	if (t) {
+		slot = ((__u32)a->action * 4 + (verdict == MANUL_SBX_DENIED ? 0 : 2) + enforce) &
+			(MANUL_SBX_TOTAL_SLOTS - 1);
+		t->decisions[slot] += 1;
+	}
+	n = bpf_map_lookup_elem(&sandbox_counts, &k);
+	if (n) {
+		*n += 1;
+	} else if (bpf_map_update_elem(&sandbox_counts, &k, &one, BPF_NOEXIST)) {
+		n = bpf_map_lookup_elem(&sandbox_counts, &k);	/* another CPU made it */
+		if (n)
+			*n += 1;
+		else if (t)
+			t->untracked += 1;
+	}
+	cfg = bpf_map_lookup_elem(&sandbox_config, &zero);
+	if (!cfg || manul_rate_allow(&sandbox_budget, who->bound_cgroup_id, cfg->event_rate,
+				     cfg->event_burst))
+		return true;
+	if (t)
+		t->held += 1;
+	return false;
+}
+
 /* Report one deny or would-deny. `s` (may be NULL) holds the path. */
 static __always_inline void sbx_report(const struct sbx_who *who, const struct sbx_ask *a,
 				       struct sbx_scratch *s, long path_len,
@@ -313,15 +382,20 @@ static __always_inline void sbx_report(const struct sbx_who *who, const struct s
 	struct manul_sandbox_meta *meta;
 	struct manul_sandbox_event *ev;
 	bool enforce = who->flags & MANUL_SBX_F_ENFORCE;
-	__u64 id = bpf_get_current_pid_tgid();
+	__u64 id = bpf_get_current_pid_tgid(), generation;
+	__u8 verdict = (enforce && a->mechanism != MANUL_SBX_M_TRACEPOINT) ?
+		MANUL_SBX_DENIED : MANUL_SBX_WOULD_DENY;
 
+	meta = bpf_map_lookup_elem(&sandbox_meta, &who->sandbox_id);
+	generation = meta ? meta->generation : 0;
+	if (!sbx_count(who, a, generation, verdict, enforce))
+		return;
 	ev = manul_reserve(&sandbox_events, sizeof(*ev), MANUL_EV_SANDBOX);
 	if (!ev)
 		return;
 	ev->cgroup_id = bpf_get_current_cgroup_id();
 	ev->bound_cgroup_id = who->bound_cgroup_id;
-	meta = bpf_map_lookup_elem(&sandbox_meta, &who->sandbox_id);
-	ev->generation = meta ? meta->generation : 0;
+	ev->generation = generation;
 	ev->pid = (__u32)id;
 	ev->tgid = id >> 32;
 	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
@@ -335,8 +409,7 @@ static __always_inline void sbx_report(const struct sbx_who *who, const struct s
 	ev->flags = a->flags;
 	if (a->mechanism == MANUL_SBX_M_TRACEPOINT && enforce)
 		ev->flags |= MANUL_SBX_EV_DEGRADED;
-	ev->verdict = (enforce && a->mechanism != MANUL_SBX_M_TRACEPOINT) ?
-		MANUL_SBX_DENIED : MANUL_SBX_WOULD_DENY;
+	ev->verdict = verdict;
 	ev->proto = proto;
 	ev->family = 0;
 	ev->port = port;

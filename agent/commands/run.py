@@ -17,8 +17,10 @@ from agent.daemon import Daemon, DaemonConfig
 from agent.discovery.service import Observation
 from agent.errors import ManulError
 from agent.kernel.fs import PIN_ROOT
+from agent.sandbox.counters import DEFAULT_EVENT_BURST, DEFAULT_EVENT_RATE, RATE_MAX
 from agent.telemetry.audit import DEFAULT_BACKUPS
 from agent.telemetry.logs import Output, resolve
+from agent.telemetry.throttle import DEFAULT_BURST, DEFAULT_RATE, DEFAULT_WINDOW
 
 
 @click.command()
@@ -32,6 +34,24 @@ from agent.telemetry.logs import Output, resolve
               help="Rotate the audit log past this size (K, M, G: binary units).")
 @click.option("--audit-backups", type=click.IntRange(0, 100), default=DEFAULT_BACKUPS,
               show_default=True, help="Rotated audit files kept (`audit.jsonl.1`, ...).")
+@click.option("--audit-window", default=f"{DEFAULT_WINDOW:g}s", show_default=True,
+              callback=parse_duration,
+              help="Identical sandbox denials (and quarantine refusals, discovery records) "
+                   "of one workload within this window become one record with a count.")
+@click.option("--audit-rate", type=click.FloatRange(0, 1e6), default=DEFAULT_RATE,
+              show_default=True,
+              help="Audit records a second each workload may write (0: no limit); what "
+                   "it may not is counted and reported as `suppressed` in a later record.")
+@click.option("--audit-burst", type=click.IntRange(1, 1_000_000), default=DEFAULT_BURST,
+              show_default=True, help="... and at most this many at once.")
+@click.option("--event-rate", type=click.IntRange(0, RATE_MAX), default=DEFAULT_EVENT_RATE,
+              show_default=True,
+              help="Sandbox denials (and quarantine refusals) a second each workload may "
+                   "send up from the kernel as events, per CPU (0: no limit). Every one is "
+                   "still counted in the kernel: this bounds the agent's work in a storm, "
+                   "not the metrics.")
+@click.option("--event-burst", type=click.IntRange(1, RATE_MAX), default=DEFAULT_EVENT_BURST,
+              show_default=True, help="... and at most this many at once.")
 @click.option("--policies", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="The policy set: a folder of .cedar files (and entities.json). The kernel "
                    "enforces it for sandboxed agents; Envoy ext_authz is answered from it on "
@@ -59,7 +79,8 @@ from agent.telemetry.logs import Output, resolve
 @agent_options
 @click.pass_context
 def run(ctx: click.Context, registry: Path | None, listen: str, audit_log: str,
-        audit_max_size: int, audit_backups: int, kubernetes: bool, node: str,
+        audit_max_size: int, audit_backups: int, audit_window: float, audit_rate: float,
+        audit_burst: int, event_rate: int, event_burst: int, kubernetes: bool, node: str,
         pods_file: Path | None, trust_domain: str,
         policies: Path | None, authz_socket: Path,
         no_sandbox: bool, no_authz: bool, baseline: str, baseline_learn: float,
@@ -80,6 +101,9 @@ def run(ctx: click.Context, registry: Path | None, listen: str, audit_log: str,
         daemon = Daemon(DaemonConfig(registry=registry, listen=listen, audit_log=audit,
                                      audit_max_bytes=audit_max_size,
                                      audit_backups=audit_backups,
+                                     audit_window=audit_window, audit_rate=audit_rate,
+                                     audit_burst=audit_burst, event_rate=event_rate,
+                                     event_burst=event_burst,
                                      quarantine_shadow=quarantine_shadow,
                                      quarantine_allow=list(allow), kubernetes=kubernetes,
                                      node=node, pods_file=pods_file,

@@ -256,6 +256,15 @@ def _print_status(st: Status) -> None:
     out.print(t)
     if not st.bindings:
         out.print("no cgroup is sandboxed", markup=False)
+    if st.counts.decisions:
+        per = ", ".join(f"{a} {v} ({m}) {n}"
+                        for (a, v, m), n in sorted(st.counts.decisions.items()))
+        out.print(f"decisions counted in the kernel: {st.counts.total} ({per})", markup=False)
+    rate, burst = st.event_budget
+    budget = (f"{rate} a second per workload and CPU, {burst} at once" if rate
+              else "no limit")
+    out.print(f"event budget: {budget}; {st.counts.held} events held back (counted, not sent)",
+              markup=False)
     if st.ringbuf_drops:
         out.print(f"[red]{st.ringbuf_drops} events lost[/] (ring buffer full)", markup=True)
 

@@ -14,6 +14,11 @@ discovery adds shadow agents to it, `manul quarantine add|release` edits it
 (`pinned_cgroups`) to tell the decision point which callers are
 quarantined (`context.quarantined`). A start that fails leaves nothing
 attached: what this start pinned is unpinned again.
+
+Every refusal is counted in the kernel per cgroup (`counts`, exported as
+`manul_quarantine_refused_total`); only `event_rate` refusal events a second
+per cgroup and CPU are sent up (`bpf/lib/ratelimit.h`), the rest are counted
+as held and reported as `suppressed` in the audit log.
 """
 
 from __future__ import annotations
@@ -76,11 +81,20 @@ def resolve_hosts(hosts: Iterable[str]) -> list[str]:
     return sorted(out)
 
 
+DEFAULT_EVENT_RATE = 50  # refusal events a second per quarantined cgroup and CPU
+DEFAULT_EVENT_BURST = 100
+
+
 class Quarantine:
-    def __init__(self, root: Path = PIN_ROOT) -> None:
+    def __init__(self, root: Path = PIN_ROOT, *, event_rate: int = DEFAULT_EVENT_RATE,
+                 event_burst: int = DEFAULT_EVENT_BURST) -> None:
+        """`event_rate`, `event_burst`: how many refusal events each quarantined
+        cgroup may send up (per CPU; 0: no limit); refusals are all counted."""
         self._root = root
         self._obj: BpfObject | None = None
         self._rb: RingBuffer | None = None
+        self.event_rate = event_rate
+        self.event_burst = event_burst
 
     def start(self) -> dict[str, str]:
         """Load (or adopt) the pinned programs; on any failure nothing this call
@@ -90,6 +104,9 @@ class Quarantine:
         try:
             result = attach_pinned(obj, PIN_NAME, cgroup=cgroup2_root()[0], root=self._root)
             self._rb = RingBuffer(obj.map("quarantine_events"), obj.map("manul_errors"))
+            cfg = abi.manul_quarantine_config(event_rate=self.event_rate,
+                                              event_burst=self.event_burst)
+            obj.map("quarantine_config").update(0, bytes(cfg))
         except BaseException:
             if self._rb is not None:
                 self._rb.close()
@@ -142,6 +159,23 @@ class Quarantine:
     def cgroups(self) -> list[int]:
         keys = self._map("quarantined").keys()
         return sorted(int.from_bytes(k, "little") for k in keys)
+
+    def counts(self) -> dict[int, tuple[int, int]]:
+        """Per quarantined cgroup (ever): (refusals, refusal events held back by its
+        budget), counted in the kernel, summed over the CPUs."""
+        held = {int.from_bytes(k, "little"):
+                sum(abi.manul_rate_bucket.from_buffer_copy(v).held for v in per_cpu)
+                for k, per_cpu in self._map("quarantine_budget").items()}
+        out = {}
+        for k, per_cpu in self._map("quarantine_counts").items():
+            cg = int.from_bytes(k, "little")
+            out[cg] = (sum(int.from_bytes(v[:8], "little") for v in per_cpu), held.get(cg, 0))
+        return out
+
+    def forget(self, cgroup_ids: Iterable[int]) -> None:
+        """Drop the counts of cgroups no longer quarantined (after exporting them)."""
+        for cg in cgroup_ids:
+            self._map("quarantine_counts").delete(cg.to_bytes(8, "little"))
 
     def refusals(self, timeout: float = 0.0,
                  on: Callable[[Refusal], None] | None = None) -> list[Refusal]:

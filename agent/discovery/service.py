@@ -131,9 +131,11 @@ class Discovery:
         self.stats.by_class[cls] = self.stats.by_class.get(cls, 0) + 1
         metrics.LLM_HANDSHAKES.labels(classification=str(cls), provider=match.provider).inc()
         metrics.SHADOW_WORKLOADS.set(self.inventory.count(Classification.SHADOW))
-        if new_pair and self.audit is not None:
-            self.audit.write(
-                "llm-provider-first-seen", workload=entry.workload, workload_kind=entry.kind,
+        if new_pair and self.audit is not None:  # within the workload's record budget
+            self.audit.event(
+                "llm-provider-first-seen", budget=entry.workload,
+                key=(entry.key, match.provider, sni), workload=entry.workload,
+                workload_kind=entry.kind,
                 namespace=entry.namespace, pod=entry.pod, service_account=entry.service_account,
                 unit=entry.unit, cgroup=entry.cgroup, classification=str(cls),
                 agent=entry.agent, provider=match.provider, sni=sni, ja4=fp,

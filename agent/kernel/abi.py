@@ -160,7 +160,30 @@ class manul_sandbox_event(ctypes.Structure):
 
 class manul_sandbox_config(ctypes.Structure):
     _fields_ = (("level_mask", c_uint64), ("min_level", c_uint32), ("max_level", c_uint32),
-                ("generation", c_uint64), ("_reserved", c_uint64))
+                ("generation", c_uint64), ("event_rate", c_uint32), ("event_burst", c_uint32))
+
+
+class manul_quarantine_config(ctypes.Structure):
+    _fields_ = (("event_rate", c_uint32), ("event_burst", c_uint32))
+
+
+class manul_sbx_count_key(ctypes.Structure):
+    _fields_ = (("bound_cgroup_id", c_uint64), ("generation", c_uint64),
+                ("sandbox_id", c_uint32), ("rule_id", c_uint32), ("action", c_uint8),
+                ("verdict", c_uint8), ("enforce", c_uint8), ("mechanism", c_uint8),
+                ("_pad", c_uint32))
+
+
+SBX_TOTAL_SLOTS = 64
+
+
+class manul_sbx_totals(ctypes.Structure):
+    _fields_ = (("decisions", c_uint64 * SBX_TOTAL_SLOTS), ("held", c_uint64),
+                ("untracked", c_uint64))
+
+
+class manul_rate_bucket(ctypes.Structure):
+    _fields_ = (("stamp_ns", c_uint64), ("tokens", c_uint64), ("held", c_uint64))
 
 
 class manul_sandbox_meta(ctypes.Structure):
@@ -197,6 +220,10 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "manul_sandbox_event": manul_sandbox_event,
     "manul_sandbox_config": manul_sandbox_config,
     "manul_sandbox_meta": manul_sandbox_meta,
+    "manul_sbx_count_key": manul_sbx_count_key,
+    "manul_sbx_totals": manul_sbx_totals,
+    "manul_rate_bucket": manul_rate_bucket,
+    "manul_quarantine_config": manul_quarantine_config,
     "manul_sandbox_rule_key": manul_sandbox_rule_key,
     "manul_sandbox_rule": manul_sandbox_rule,
     "manul_sandbox_bound": manul_sandbox_bound,

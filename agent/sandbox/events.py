@@ -5,15 +5,20 @@ runs wait for the next one) carries one `manul_sandbox_event` per deny or
 would-deny. `AuditTrail` drains it and turns each into a `Decision`: the
 Cedar action, the resource (`/path`, or `addr:port/proto`), the verdict and
 mode, and the policy @ids behind the rule id, from the rule table pinned
-for that event's generation. Each decision then becomes one audit record
-(`sandbox-deny` / `sandbox-would-deny`, docs/metrics.md), one increment of
-`manul_sandbox_decisions_total{action,verdict,mode}`, and a call of the
-`on_decision` callbacks (the event stream other parts use).
+for that event's generation. Each decision then becomes an audit record
+(`sandbox-deny` / `sandbox-would-deny`, docs/metrics.md) through
+`AuditLog.event`: repeats are aggregated and each bound workload has a record
+budget, whose unit is the bound cgroup, as for the kernel's event budget;
+what that budget held back in the kernel is reported as `suppressed` (`tick`).
+Then the `on_decision` callbacks run (the event stream other parts use).
+The metrics do not come from here: the kernel counts every decision
+(`counters.py`), delivered or not.
 Callers: `service.py`, the tests.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import time
@@ -21,10 +26,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from agent.errors import KernelError
 from agent.kernel import RingBuffer, abi
 from agent.sandbox import maps as M
 from agent.sandbox.kernel import SandboxMaps
-from agent.telemetry import metrics
 from agent.telemetry.audit import AuditLog
 from agent.workloads import WorkloadResolver
 
@@ -104,6 +109,9 @@ class AuditTrail:
         self.ring: RingBuffer = maps.ring()
         self._rules: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = {}
         self._names: dict[int, tuple[str, str]] = {}  # generation -> (sandbox, target)
+        self._budgets: dict[int, str] = {}  # bound cgroup -> its workload's name
+        self._held: dict[int, int] = {}
+        self._held = self._read_held()  # reported so far, per bound cgroup
         self.decisions = 0
         self._refreshed = False
 
@@ -134,13 +142,47 @@ class AuditTrail:
                 continue
             d = self.decode(abi.decode(abi.manul_sandbox_event, rec), offset)
             out.append(d)
-            metrics.SANDBOX_DECISIONS.labels(d.action, d.verdict, d.mode).inc()
             if self.audit is not None:
-                self.audit.write(d.kind, **self.record(d))
+                self.audit.event(d.kind, budget=self.budget_of(d.bound_cgroup_id),
+                                 key=(d.cgroup_id, d.action, d.resource, d.verdict, d.mode,
+                                      d.policies, d.operation),
+                                 build=functools.partial(self.record, d))
             for cb in self.callbacks:
                 cb(d)
         self.decisions += len(out)
         return out
+
+    def budget_of(self, bound_cgroup_id: int) -> str:
+        """The name a bound cgroup's record budget goes by: its workload's."""
+        name = self._budgets.get(bound_cgroup_id)
+        if name is None:
+            w = self.resolver.resolve(bound_cgroup_id) if self.resolver is not None else None
+            name = w.name if w is not None else f"cgroup:{bound_cgroup_id}"
+            if len(self._budgets) > 8192:
+                self._budgets.clear()
+            self._budgets[bound_cgroup_id] = name
+        return name
+
+    def tick(self) -> None:
+        """Report what each bound cgroup's kernel budget held back since the last
+        tick as `suppressed` records of its workload (AuditLog.suppressed)."""
+        held = self._read_held()
+        if self.audit is not None:
+            for cg, n in held.items():
+                delta = n - self._held.get(cg, 0)
+                if delta > 0:
+                    self.audit.suppressed("sandbox-deny", self.budget_of(cg), delta)
+        self._held = held
+
+    def _read_held(self) -> dict[int, int]:
+        try:
+            items = self.maps.budget.items()
+        except KernelError as e:
+            log.warning("cannot read the sandbox event budgets: %s", e)
+            return dict(self._held)
+        return {int.from_bytes(k, "little"):
+                sum(abi.manul_rate_bucket.from_buffer_copy(v).held for v in per_cpu)
+                for k, per_cpu in items}
 
     def decode(self, ev: abi.manul_sandbox_event, offset: float) -> Decision:
         key = (int(ev.generation), int(ev.rule_id))

@@ -9,6 +9,9 @@ only), remembers each answer for its TTL, and says when one has expired, so
 generation. Patterns (`*.example.com`) are never resolved: they match only
 the names that are. A name that fails to resolve keeps its last addresses;
 one that never resolved has none, and so matches no address (fail closed).
+A failure is logged as a warning once per name and error (a closed network
+would otherwise say the same thing every few seconds), then at debug level;
+a name that resolves again is logged as recovered.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class HostCache:
         self.resolver = resolver
         self.clock = clock
         self._answers: dict[str, _Answer] = {}
+        self._failing: dict[str, str] = {}  # host -> the error last warned about
         self.failures = 0
 
     def resolve(self, hosts: Iterable[str]) -> dict[str, tuple[str, ...]]:
@@ -78,10 +82,15 @@ class HostCache:
             addrs, ttl = self.resolver(host)
         except OSError as e:
             self.failures += 1
-            log.warning("cannot resolve `%s` for a sandbox policy: %s%s", host, e,
-                        " (keeping the last addresses)" if old else "")
+            level = logging.DEBUG if self._failing.get(host) == str(e) else logging.WARNING
+            self._failing[host] = str(e)
+            log.log(level, "cannot resolve `%s` for a sandbox policy: %s%s", host, e,
+                    " (keeping the last addresses)" if old else
+                    " (it matches no address until it resolves)")
             ans = _Answer(old.addresses if old else (), now + MIN_TTL)
         else:
+            if self._failing.pop(host, None) is not None:
+                log.info("`%s` resolves again for the sandbox policies", host)
             ans = _Answer(tuple(sorted(set(addrs))), now + max(ttl, MIN_TTL))
         self._answers[host] = ans
         return ans

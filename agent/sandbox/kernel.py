@@ -65,7 +65,9 @@ MAPS = (
     "sandbox_cgroups", "sandbox_paths", "sandbox_net", "sandbox_sockets", "sandbox_config",
     "sandbox_meta",
     "sandbox_rules", "sandbox_bound", "sandbox_events", "manul_errors",
+    "sandbox_counts", "sandbox_totals", "sandbox_budget",
 )
+PER_CPU_ARRAYS = ("manul_errors", "sandbox_totals")  # sized by libbpf (one slot per CPU)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,9 @@ class SandboxMaps:
         self.bound = maps["sandbox_bound"]
         self.events = maps["sandbox_events"]
         self.errors = maps["manul_errors"]
+        self.counts = maps["sandbox_counts"]  # exact decision counts (counters.py)
+        self.totals = maps["sandbox_totals"]
+        self.budget = maps["sandbox_budget"]  # each bound cgroup's event budget
 
     @classmethod
     def open(cls, root: Path = PIN_ROOT) -> SandboxMaps:
@@ -191,7 +196,7 @@ def _setattr_takes_idmap() -> bool:
 def _pinned_sizes(d: Path) -> dict[str, int]:
     out = {}
     for name in MAPS:
-        if name == "manul_errors" or not (d / name).exists():
+        if name in PER_CPU_ARRAYS or not (d / name).exists():
             continue  # per-CPU arrays are sized by libbpf; the rest as pinned
         m = Map.from_pin(d / name)
         try:

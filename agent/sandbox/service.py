@@ -20,6 +20,10 @@ read, which leaves every agent's generation in force. Host names are
 re-resolved when their
 TTL expires (`hosts.HostCache`); new addresses mean a new digest and so a
 new generation.
+
+Once a second `poll` also exports the kernel's exact decision counts
+(`counters.KernelCounters`) and reports what each workload's kernel event
+budget (`event_rate`/`event_burst`, set at `start`) held back.
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ from agent.sandbox.apply import (
     select,
 )
 from agent.sandbox.assign import Assignment, assignments
+from agent.sandbox.counters import (
+    DEFAULT_EVENT_BURST,
+    DEFAULT_EVENT_RATE,
+    KernelCounters,
+    set_budget,
+)
 from agent.sandbox.errors import SandboxError
 from agent.sandbox.events import AuditTrail, Decision
 from agent.sandbox.hosts import HostCache, Resolver, system_resolver
@@ -72,7 +82,11 @@ class SandboxService:
                  host_resolver: Resolver = system_resolver, lsm: bool | None = None,
                  interval: float = 2.0,
                  on_decision: Callable[[Decision], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 event_rate: int = DEFAULT_EVENT_RATE,
+                 event_burst: int = DEFAULT_EVENT_BURST) -> None:
+        """`event_rate`, `event_burst`: each bound cgroup's kernel event budget
+        (events a second per CPU; rate 0: no limit); counts stay exact either way."""
         self.registry = registry
         self.policies = policies
         self.resolver = resolver
@@ -82,8 +96,12 @@ class SandboxService:
         self.lsm = lsm
         self.interval = interval
         self.on_decision = on_decision
+        self.event_rate = event_rate
+        self.event_burst = event_burst
         self.maps: SandboxMaps | None = None
         self.trail: AuditTrail | None = None
+        self.counters: KernelCounters | None = None
+        self._next_export = 0.0
         self.errors: dict[str, str] = {}  # target -> why its new inputs are not enforced
         self._reported: dict[str, str] = {}  # failures audited, until they change
         self._next = 0.0
@@ -96,13 +114,28 @@ class SandboxService:
             self.maps = SandboxMaps.open(self.root)
             drop_stale(self.maps)
             retire_unused(self.maps)
+            set_budget(self.maps, self.event_rate, self.event_burst)
             st = status_of(self.maps)
         log.info("sandbox programs: %s; %d cgroups bound (generation %d)", actions,
                  len(st.bindings), st.generation)
         self.trail = AuditTrail(self.maps, audit=self.audit, resolver=self.resolver,
                                 on_decision=self.on_decision)
         self.trail.refresh()
+        trail = self.trail
+        self.counters = KernelCounters(self.maps, workload_of=trail.budget_of)
+        self.export()
         return st
+
+    def export(self) -> None:
+        """The kernel's counts as metrics; the budgets' holds into the audit log."""
+        if self.counters is None or self.trail is None:
+            return
+        self._next_export = time.monotonic() + 1.0
+        try:
+            self.counters.export()
+            self.trail.tick()
+        except ManulError as e:
+            log.error("sandbox counters: %s", e)
 
     def status(self) -> Status:
         return status_of(self._maps())
@@ -122,7 +155,10 @@ class SandboxService:
                 log.error("sandbox reconcile: %s", e)
         if self.trail is None:
             return []
-        return self.trail.poll(timeout) if timeout else self.trail.drain()
+        out = self.trail.poll(timeout) if timeout else self.trail.drain()
+        if time.monotonic() >= self._next_export:
+            self.export()
+        return out
 
     def reconcile(self) -> list[Change]:
         maps = self._maps()
@@ -214,8 +250,10 @@ class SandboxService:
         """Stop managing; everything pinned stays in force."""
         if self.trail is not None:
             self.trail.drain()
+            self.export()
             self.trail.close()
             self.trail = None
+        self.counters = None
         if self.maps is not None:
             self.maps.close()
             self.maps = None

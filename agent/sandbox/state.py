@@ -3,7 +3,8 @@
 `read_status` needs no running agent and loads nothing: it opens the pinned
 maps and links under /sys/fs/bpf/manul/sandbox and reports every bound
 cgroup, the sandbox generation deciding for it, the mechanism per action,
-and the counters. A restarted agent calls it to adopt what is in force
+and the counters (every decision, counted in the kernel; what the event
+budget held back; ring-buffer drops). A restarted agent calls it to adopt what is in force
 (the same answer as before the restart: everything it needs is pinned).
 Callers: `manul sandbox status`, `service.py`, the tests.
 """
@@ -18,6 +19,7 @@ from agent.kernel.fs import PIN_ROOT
 from agent.kernel.ringbuf import error_counts
 from agent.sandbox import maps as M
 from agent.sandbox.apply import CgroupRef
+from agent.sandbox.counters import Totals, read_totals
 from agent.sandbox.errors import StateError
 from agent.sandbox.kernel import Mechanism, SandboxMaps, mechanisms_from_programs
 
@@ -52,6 +54,8 @@ class Status:
     entries: dict[int, tuple[int, int]]  # sandbox id -> (path, network) entries in the maps
     ringbuf_drops: int
     errors: dict[str, int]
+    counts: Totals  # every decision, counted in the kernel (counters.py)
+    event_budget: tuple[int, int]  # (rate, burst) per bound cgroup and CPU; rate 0: none
 
     @property
     def degraded(self) -> tuple[str, ...]:
@@ -77,6 +81,8 @@ class Status:
                 for s in self.sandboxes],
             "ringbuf_drops": self.ringbuf_drops,
             "bpf_errors": self.errors,
+            "counts": self.counts.to_json(),
+            "event_budget": {"rate": self.event_budget[0], "burst": self.event_budget[1]},
         }
 
 
@@ -96,11 +102,13 @@ def status_of(maps: SandboxMaps) -> Status:
     programs = maps.programs()
     mech = mechanisms_from_programs(programs) or ()
     errors = _errors(maps)
+    cfg = M.read_config(maps)
     return Status(
         loaded=bool(programs), programs=tuple(sorted(programs)), mechanisms=mech,
         generation=int(M.read_config(maps).generation), bindings=tuple(bindings),
         sandboxes=tuple(meta[s] for s in sorted(meta)), entries=M.count_entries(maps),
-        ringbuf_drops=errors.get("ringbuf_full", 0), errors=errors)
+        ringbuf_drops=errors.get("ringbuf_full", 0), errors=errors, counts=read_totals(maps),
+        event_budget=(int(cfg.event_rate), int(cfg.event_burst)))
 
 
 def read_status(root: Path = PIN_ROOT) -> Status | None:

@@ -8,6 +8,12 @@ raises into the caller's hot path (an I/O error is counted and logged
 once). A file log is rotated by size: past `max_bytes` the file becomes
 `<path>.1` (the older ones shift up, the oldest past `backups` is
 deleted), so the log never holds more than `max_bytes * (backups + 1)`.
+
+Records that one workload can raise by the thousand (sandbox denials,
+quarantine refusals, discovery sightings) go through `event` instead: it
+aggregates repeats and spends the workload's record budget
+(`agent.telemetry.throttle`); `tick` (once a second) writes the
+aggregated records whose window closed.
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TextIO
+
+from agent.telemetry.throttle import RecordThrottle
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +40,13 @@ DEFAULT_BACKUPS = 4
 
 class AuditLog:
     def __init__(self, path: str | Path | None = None, node: str | None = None, *,
-                 max_bytes: int = DEFAULT_MAX_BYTES, backups: int = DEFAULT_BACKUPS) -> None:
-        """`path=None` writes to stdout; `"-"` too (never rotated)."""
+                 max_bytes: int = DEFAULT_MAX_BYTES, backups: int = DEFAULT_BACKUPS,
+                 throttle: RecordThrottle | None = None) -> None:
+        """`path=None` writes to stdout; `"-"` too (never rotated). `throttle`: how
+        `event` aggregates and limits (default: `RecordThrottle()`)."""
         if max_bytes < 4096 or backups < 0:
             raise ValueError("an audit log needs max_bytes >= 4096 and backups >= 0")
+        self.throttle = throttle if throttle is not None else RecordThrottle()
         self.node = node or os.environ.get("NODE_NAME") or socket.gethostname()
         self._lock = threading.Lock()
         self.errors = 0
@@ -77,6 +89,25 @@ class AuditLog:
                 self._failed(e)
         return rec
 
+    def event(self, kind: str, /, *, budget: str, key: Hashable,
+              build: Callable[[], dict[str, Any]] | None = None, **fields: Any) -> None:
+        """A record a workload may raise by the thousand: aggregated per (kind,
+        budget, key) and limited per `budget` (the workload's name; the module
+        docstring). `build` makes the fields only when a record is due (a repeat
+        inside the window is only counted)."""
+        for k, rec in self.throttle.offer(kind, budget, key,
+                                          build if build is not None else fields):
+            self.write(k, **rec)
+
+    def suppressed(self, kind: str, workload: str, n: int) -> None:
+        """`n` of `workload`'s events never became records (held back in the kernel)."""
+        self.throttle.suppress(kind, workload, n)
+
+    def tick(self) -> None:
+        """Write the aggregated records due and the suppressions nothing carried."""
+        for k, rec in self.throttle.tick():
+            self.write(k, **rec)
+
     def _failed(self, e: Exception) -> None:
         self.errors += 1
         if self.errors == 1:
@@ -102,5 +133,7 @@ class AuditLog:
             self._stream = self._open()  # a failed shift: keep writing where we are
 
     def close(self) -> None:
+        for k, rec in self.throttle.drain():
+            self.write(k, **rec)
         if self._own:
             self._stream.close()

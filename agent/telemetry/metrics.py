@@ -24,6 +24,20 @@ MECHANISM = Gauge(
     "Which kernel mechanism enforces or observes each concern (1 = in use).",
     ["concern", "mechanism"], registry=REGISTRY)
 
+AUDIT_AGGREGATED = Counter(
+    "manul_audit_aggregated_total",
+    "Repeated audit records folded into one aggregated record (its `count`), by kind.",
+    ["kind"], registry=REGISTRY)
+AUDIT_SUPPRESSED = Counter(
+    "manul_audit_suppressed_total",
+    "Audit records not written because the workload's record budget was spent, or events "
+    "held back in the kernel by its event budget (each is reported as `suppressed` in a "
+    "later record), by kind.", ["kind"], registry=REGISTRY)
+RINGBUF_DROPPED = Counter(
+    "manul_ringbuf_dropped_total",
+    "Ring-buffer records lost because the buffer was full (counted in the kernel).",
+    ["ringbuf"], registry=REGISTRY)
+
 # -- discovery ---------------------------------------------------------------
 LLM_HANDSHAKES = Counter(
     "manul_llm_handshakes_total", "TLS handshakes to LLM providers, by classification.",
@@ -32,10 +46,29 @@ SHADOW_WORKLOADS = Gauge(
     "manul_shadow_workloads", "Workloads calling LLM providers without a registration.",
     registry=REGISTRY)
 
+QUARANTINE_REFUSED = Counter(
+    "manul_quarantine_refused_total",
+    "Connections and datagrams of quarantined workloads refused, counted in the kernel "
+    "(exact).", ["workload"], registry=REGISTRY)
+
 # -- sandbox -----------------------------------------------------------------
 SANDBOX_DECISIONS = Counter(
-    "manul_sandbox_decisions_total", "Sandbox denials and would-denials seen in the kernel.",
-    ["action", "verdict", "mode"], registry=REGISTRY)
+    "manul_sandbox_decisions_total",
+    "Sandbox denials and would-denials, counted in the kernel (exact, events delivered or "
+    "not).", ["action", "verdict", "mode"], registry=REGISTRY)
+SANDBOX_RULE_DECISIONS = Counter(
+    "manul_sandbox_rule_decisions_total",
+    "Sandbox denials and would-denials per bound workload and rule, counted in the kernel.",
+    ["sandbox", "workload", "action", "verdict", "policies"], registry=REGISTRY)
+SANDBOX_EVENTS_HELD = Counter(
+    "manul_sandbox_events_held_total",
+    "Sandbox decisions counted but not sent to user space: the workload's kernel event "
+    "budget was spent.", registry=REGISTRY)
+SANDBOX_UNTRACKED = Counter(
+    "manul_sandbox_untracked_total",
+    "Sandbox decisions in manul_sandbox_decisions_total but missing from "
+    "manul_sandbox_rule_decisions_total: the kernel's per-rule table was full.",
+    registry=REGISTRY)
 
 # -- decision point ----------------------------------------------------------
 AUTHZ_DECISIONS = Counter(

@@ -268,6 +268,13 @@ struct manul_addr_key {			/* LPM key: prefixlen counts bits of `addr` */
 	__u8 addr[16];			/* IPv4 as ::ffff:a.b.c.d */
 };
 
+/* quarantine_config: BPF_MAP_TYPE_ARRAY, one element: each quarantined
+ * cgroup's event budget (ratelimit.h; rate 0: no limit). */
+struct manul_quarantine_config {
+	__u32 event_rate;
+	__u32 event_burst;
+};
+
 struct manul_quarantine_event {
 	struct manul_event_hdr hdr;
 	__u64 cgroup_id;
@@ -384,7 +391,43 @@ struct manul_sandbox_config {
 	__u32 min_level;
 	__u32 max_level;
 	__u64 generation;		/* the last generation applied */
-	__u64 _reserved;
+	__u32 event_rate;		/* events a second each bound cgroup may send up,
+					 * per CPU (bpf/lib/ratelimit.h); 0: no limit */
+	__u32 event_burst;		/* ... and at most this many at once */
+};
+
+/* sandbox_counts: BPF_MAP_TYPE_PERCPU_HASH, what was decided -> __u64. Every
+ * deny and would-deny is counted here before its event is reserved, so the
+ * counts are exact whether or not the event reaches user space (ring buffer
+ * full, or held back by the per-cgroup event budget). */
+struct manul_sbx_count_key {
+	__u64 bound_cgroup_id;
+	__u64 generation;		/* of the sandbox that decided */
+	__u32 sandbox_id;
+	__u32 rule_id;			/* 0: default deny */
+	__u8 action;
+	__u8 verdict;			/* enum manul_sbx_verdict_kind */
+	__u8 enforce;
+	__u8 mechanism;
+	__u32 _pad;
+};
+
+/* sandbox_totals: BPF_MAP_TYPE_PERCPU_ARRAY, one element: every decision by
+ * (action, verdict, mode), exact even when sandbox_counts is full, and what
+ * did not become an event. Slot: action * 4 + (verdict - 1) * 2 + enforce. */
+#define MANUL_SBX_TOTAL_SLOTS 64
+struct manul_sbx_totals {
+	__u64 decisions[MANUL_SBX_TOTAL_SLOTS];
+	__u64 held;			/* not sent: the bound cgroup's event budget was spent */
+	__u64 untracked;		/* not in sandbox_counts: it was full */
+};
+
+/* A per-key event budget (bpf/lib/ratelimit.h): one token bucket per key and
+ * CPU, in a BPF_MAP_TYPE_LRU_PERCPU_HASH. Tokens are kept in billionths. */
+struct manul_rate_bucket {
+	__u64 stamp_ns;			/* last refill (bpf_ktime_get_ns); 0: fresh */
+	__u64 tokens;			/* 1e9 = one event */
+	__u64 held;			/* events refused so far (never reset) */
 };
 
 /* sandbox_meta: BPF_MAP_TYPE_HASH, kernel sandbox id -> what it is. The
