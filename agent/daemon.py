@@ -54,7 +54,7 @@ from agent.registry.policyset import (
     PolicySet,
     PolicySetSource,
 )
-from agent.sandbox.counters import DEFAULT_EVENT_BURST, DEFAULT_EVENT_RATE
+from agent.sandbox.counters import DEFAULT_EVENT_BURST, DEFAULT_EVENT_RATE, DEFAULT_NODE_RATE
 from agent.sandbox.service import SandboxService
 from agent.telemetry import metrics
 from agent.telemetry.audit import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, AuditLog
@@ -81,6 +81,7 @@ class DaemonConfig:
     # each sandboxed workload's kernel event budget (per CPU; 0: none)
     event_rate: int = DEFAULT_EVENT_RATE
     event_burst: int = DEFAULT_EVENT_BURST
+    event_node_rate: int = DEFAULT_NODE_RATE  # ... and the node's, in all
     quarantine_shadow: bool = False
     quarantine_allow: list[str] = field(default_factory=list)
     trust_domain: str = "cluster.local"
@@ -157,7 +158,8 @@ class Daemon:
         for network in config.quarantine_allow:
             addr_key(network)  # ConfigError now, before anything is loaded or pinned
         self.quarantine = (Quarantine(root=config.pin_root, event_rate=config.event_rate,
-                                      event_burst=config.event_burst)
+                                      event_burst=config.event_burst,
+                                      node_rate=config.event_node_rate)
                            if config.quarantine_shadow else None)
         root_id = fs.cgroup_id(fs.cgroup2_root()[0])
         own = fs.cgroup_id(fs.resolve_cgroup(fs.cgroup_of_pid(os.getpid())))
@@ -174,7 +176,8 @@ class Daemon:
         self.sandbox = (SandboxService(self.registry, self.resolver, self.audit,
                                        policies=self.policy_set, root=config.pin_root,
                                        event_rate=config.event_rate,
-                                       event_burst=config.event_burst)
+                                       event_burst=config.event_burst,
+                                       event_node_rate=config.event_node_rate)
                         if config.sandbox else None)
         # What only this node knows about callers, for the decision point.
         self.facts = NodeFacts()
@@ -204,8 +207,7 @@ class Daemon:
         # counters (ringbuf_full: events lost), as last exported
         self.ring_stats: dict[str, dict[str, Any]] = {}
         self._drop_logged: dict[str, float] = {}  # object -> when a drop may be logged again
-        self._q_exported: dict[int, tuple[int, int]] = {}  # cgroup -> (refused, held) exported
-        self._q_started = False
+        self._q_exported: dict[int, int] = {}  # cgroup -> refusals exported
 
     def registry(self) -> Registry:
         return self.source.registry
@@ -450,7 +452,8 @@ class Daemon:
             return False
         if self.quarantine is None:
             q = Quarantine(root=self.config.pin_root, event_rate=self.config.event_rate,
-                           event_burst=self.config.event_burst)
+                           event_burst=self.config.event_burst,
+                           node_rate=self.config.event_node_rate)
             q.start()
             q.set_allowed(self._gateway_allow())
             self.quarantine = q
@@ -492,35 +495,41 @@ class Daemon:
             self._export_quarantine(self.quarantine)
 
     def _export_quarantine(self, q: Quarantine) -> None:
-        """Refusals counted in the kernel, per workload; refusal events its budget
-        held back, into the audit log as `suppressed`."""
+        """Refusals counted in the kernel, per workload; refusal events the budgets
+        held back (since the last report, by this agent or the one before), into
+        the audit log as `suppressed`."""
         try:
             counts = q.counts()
             current = set(q.cgroups())
+            due = q.held.due() if q.held is not None and self.audit is not None else {}
         except ManulError as e:
             log.error("quarantine counters: %s", e)
             return
-        first, self._q_started = not self._q_started, True
-        for cg, (refused, held) in counts.items():
-            w = self.resolver.resolve(cg)
-            name = w.name if w is not None else f"cgroup:{cg}"
-            # held before this agent started was reported by the one before
-            last_refused, last_held = self._q_exported.get(cg, (0, held if first else 0))
-            if refused > last_refused:
-                metrics.QUARANTINE_REFUSED.labels(workload=name).inc(refused - last_refused)
-            if held > last_held and self.audit is not None:
-                self.audit.suppressed("quarantine-refused", name, held - last_held)
-            self._q_exported[cg] = (refused, held)
+        for cg, refused in counts.items():
+            last = self._q_exported.get(cg, 0)
+            if refused > last:
+                metrics.QUARANTINE_REFUSED.labels(workload=self._name(cg)).inc(refused - last)
+            self._q_exported[cg] = refused
+        for cg, n in due.items():
+            assert self.audit is not None and q.held is not None
+            self.audit.suppressed("quarantine-refused", self._name(cg), n)
+            q.held.mark(cg, n)
         gone = [cg for cg in counts if cg not in current]
         if gone:
-            q.forget(gone)
+            try:
+                q.forget(gone)
+            except ManulError as e:
+                log.error("quarantine counters: %s", e)
             for cg in gone:
                 self._q_exported.pop(cg, None)
 
+    def _name(self, cgroup_id: int) -> str:
+        w = self.resolver.resolve(cgroup_id)
+        return w.name if w is not None else f"cgroup:{cgroup_id}"
+
     def _refused(self, r: Any) -> None:
         if self.audit is not None:
-            w = self.resolver.resolve(r.cgroup_id, r.pid)
-            name = w.name if w is not None else f"cgroup:{r.cgroup_id}"
+            name = self._name(r.cgroup_id)
             self.audit.event("quarantine-refused", budget=name,
                              key=(r.cgroup_id, r.dst, r.dport), workload=name,
                              cgroup_id=r.cgroup_id, pid=r.pid, process=r.comm,

@@ -11,7 +11,8 @@
  * can still resolve the gateway. Other cgroups pay one hash lookup.
  *
  * Every refusal is counted per cgroup (`quarantine_counts`, exact); its event
- * is sent only within the cgroup's budget (`quarantine_config`, ratelimit.h),
+ * is sent only within the cgroup's budget and the node's
+ * (`quarantine_budget_config`, ratelimit.h),
  * so one storming workload cannot fill the ring buffer for the others.
  */
 #include "vmlinux.h"
@@ -57,10 +58,10 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);		/* [0] per cgroup, [1] the node's */
 	__type(key, __u32);
-	__type(value, struct manul_quarantine_config);
-} quarantine_config SEC(".maps");
+	__type(value, struct manul_event_budget);
+} quarantine_budget_config SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
@@ -69,26 +70,31 @@ struct {
 	__type(value, struct manul_rate_bucket);
 } quarantine_budget SEC(".maps");
 
+/* What the agent has reported of each cgroup's held refusal events (written
+ * by the agent only; see sandbox_reported). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} quarantine_reported SEC(".maps");
+
 /* Count the refusal; whether its event may be sent. */
 static __always_inline bool count(__u64 cgid)
 {
-	struct manul_quarantine_config *cfg;
 	__u64 *n, one = 1;
-	__u32 zero = 0;
 
 	n = bpf_map_lookup_elem(&quarantine_counts, &cgid);
 	if (n)
-		*n += 1;
+		__sync_fetch_and_add(n, 1);
 	else if (bpf_map_update_elem(&quarantine_counts, &cgid, &one, BPF_NOEXIST)) {
 		n = bpf_map_lookup_elem(&quarantine_counts, &cgid);
 		if (n)
-			*n += 1;
+			__sync_fetch_and_add(n, 1);
 		else
 			manul_count_err(MANUL_ERR_MAP_UPDATE);
 	}
-	cfg = bpf_map_lookup_elem(&quarantine_config, &zero);
-	return !cfg || manul_rate_allow(&quarantine_budget, cgid, cfg->event_rate,
-					cfg->event_burst);
+	return manul_budget_allow(&quarantine_budget, &quarantine_budget_config, cgid);
 }
 
 static __always_inline int check(struct bpf_sock_addr *ctx, bool v6, bool dns_ok)

@@ -126,7 +126,25 @@ struct {
 	__type(value, struct manul_sbx_totals);
 } sandbox_totals SEC(".maps");
 
-/* Each bound cgroup's event budget (ratelimit.h, sandbox_config.event_rate). */
+/* What the agent has reported of each bound cgroup's held events (written by
+ * the agent only), so that a restarted agent reports what was held while no
+ * agent ran, and nothing twice. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);		/* bound cgroup id */
+	__type(value, __u64);		/* held events reported */
+} sandbox_reported SEC(".maps");
+
+/* The event budgets (manul.h, struct manul_event_budget): [0] per bound
+ * cgroup, [1] the node's; and their buckets (ratelimit.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct manul_event_budget);
+} sandbox_budget_config SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, 4096);
@@ -335,7 +353,6 @@ static __always_inline bool sbx_count(const struct sbx_who *who, const struct sb
 				      __u64 generation, __u8 verdict, bool enforce)
 {
 	struct manul_sbx_count_key k = {};
-	struct manul_sandbox_config *cfg;
 	struct manul_sbx_totals *t;
 	__u64 *n, one = 1;
 	__u32 zero = 0, slot;
@@ -350,26 +367,26 @@ static __always_inline bool sbx_count(const struct sbx_who *who, const struct sb
 	k.mechanism = a->mechanism;
 	t = bpf_map_lookup_elem(&sandbox_totals, &zero);
 	if (t) {
-		slot = ((__u32)a->action * 4 + (verdict == MANUL_SBX_DENIED ? 0 : 2) + enforce) &
-			(MANUL_SBX_TOTAL_SLOTS - 1);
-		t->decisions[slot] += 1;
+		slot = (__u32)a->action * 4 + (verdict == MANUL_SBX_DENIED ? 0 : 2) + enforce;
+		barrier_var(slot);	/* keep the mask: the verifier needs the bound */
+		slot &= MANUL_SBX_TOTAL_SLOTS - 1;
+		/* atomic: a sleepable hook may be preempted on this CPU */
+		__sync_fetch_and_add(&t->decisions[slot], 1);
 	}
 	n = bpf_map_lookup_elem(&sandbox_counts, &k);
 	if (n) {
-		*n += 1;
+		__sync_fetch_and_add(n, 1);
 	} else if (bpf_map_update_elem(&sandbox_counts, &k, &one, BPF_NOEXIST)) {
 		n = bpf_map_lookup_elem(&sandbox_counts, &k);	/* another CPU made it */
 		if (n)
-			*n += 1;
+			__sync_fetch_and_add(n, 1);
 		else if (t)
-			t->untracked += 1;
+			__sync_fetch_and_add(&t->untracked, 1);
 	}
-	cfg = bpf_map_lookup_elem(&sandbox_config, &zero);
-	if (!cfg || manul_rate_allow(&sandbox_budget, who->bound_cgroup_id, cfg->event_rate,
-				     cfg->event_burst))
+	if (manul_budget_allow(&sandbox_budget, &sandbox_budget_config, who->bound_cgroup_id))
 		return true;
 	if (t)
-		t->held += 1;
+		__sync_fetch_and_add(&t->held, 1);
 	return false;
 }
 

@@ -16,8 +16,9 @@ from agent.commands._options import agent_options, parse_duration, parse_size, s
 from agent.daemon import Daemon, DaemonConfig
 from agent.discovery.service import Observation
 from agent.errors import ManulError
+from agent.kernel.budget import RATE_MAX
 from agent.kernel.fs import PIN_ROOT
-from agent.sandbox.counters import DEFAULT_EVENT_BURST, DEFAULT_EVENT_RATE, RATE_MAX
+from agent.sandbox.counters import DEFAULT_EVENT_BURST, DEFAULT_EVENT_RATE, DEFAULT_NODE_RATE
 from agent.telemetry.audit import DEFAULT_BACKUPS
 from agent.telemetry.logs import Output, resolve
 from agent.telemetry.throttle import DEFAULT_BURST, DEFAULT_RATE, DEFAULT_WINDOW
@@ -52,6 +53,11 @@ from agent.telemetry.throttle import DEFAULT_BURST, DEFAULT_RATE, DEFAULT_WINDOW
                    "not the metrics.")
 @click.option("--event-burst", type=click.IntRange(1, RATE_MAX), default=DEFAULT_EVENT_BURST,
               show_default=True, help="... and at most this many at once.")
+@click.option("--event-node-rate", type=click.IntRange(0, RATE_MAX), default=DEFAULT_NODE_RATE,
+              show_default=True,
+              help="Sandbox (and quarantine) events a second the whole node may send up "
+                   "(0: no limit): a cap for many workloads storming at once, so that "
+                   "events are held back and counted rather than lost.")
 @click.option("--policies", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="The policy set: a folder of .cedar files (and entities.json). The kernel "
                    "enforces it for sandboxed agents; Envoy ext_authz is answered from it on "
@@ -80,7 +86,8 @@ from agent.telemetry.throttle import DEFAULT_BURST, DEFAULT_RATE, DEFAULT_WINDOW
 @click.pass_context
 def run(ctx: click.Context, registry: Path | None, listen: str, audit_log: str,
         audit_max_size: int, audit_backups: int, audit_window: float, audit_rate: float,
-        audit_burst: int, event_rate: int, event_burst: int, kubernetes: bool, node: str,
+        audit_burst: int, event_rate: int, event_burst: int, event_node_rate: int,
+        kubernetes: bool, node: str,
         pods_file: Path | None, trust_domain: str,
         policies: Path | None, authz_socket: Path,
         no_sandbox: bool, no_authz: bool, baseline: str, baseline_learn: float,
@@ -104,6 +111,7 @@ def run(ctx: click.Context, registry: Path | None, listen: str, audit_log: str,
                                      audit_window=audit_window, audit_rate=audit_rate,
                                      audit_burst=audit_burst, event_rate=event_rate,
                                      event_burst=event_burst,
+                                     event_node_rate=event_node_rate,
                                      quarantine_shadow=quarantine_shadow,
                                      quarantine_allow=list(allow), kubernetes=kubernetes,
                                      node=node, pods_file=pods_file,

@@ -260,9 +260,10 @@ def _print_status(st: Status) -> None:
         per = ", ".join(f"{a} {v} ({m}) {n}"
                         for (a, v, m), n in sorted(st.counts.decisions.items()))
         out.print(f"decisions counted in the kernel: {st.counts.total} ({per})", markup=False)
-    rate, burst = st.event_budget
-    budget = (f"{rate} a second per workload and CPU, {burst} at once" if rate
-              else "no limit")
+    eb = st.event_budget
+    budget = (f"{eb.rate} a second per workload and CPU, {eb.burst} at once" if eb.rate
+              else "no limit per workload")
+    budget += f"; {eb.node_rate} a second for the node" if eb.node_rate else "; none for the node"
     out.print(f"event budget: {budget}; {st.counts.held} events held back (counted, not sent)",
               markup=False)
     if st.ringbuf_drops:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from agent.errors import ConfigError, KernelError
 from agent.kernel import BpfObject, Map, RingBuffer, abi, attach_pinned
+from agent.kernel.budget import Budget, HeldReporter, write_budget
 from agent.kernel.fs import PIN_ROOT, cgroup2_root
 from agent.kernel.pins import pin_dir, remove_pinned
 
@@ -83,18 +84,20 @@ def resolve_hosts(hosts: Iterable[str]) -> list[str]:
 
 DEFAULT_EVENT_RATE = 50  # refusal events a second per quarantined cgroup and CPU
 DEFAULT_EVENT_BURST = 100
+DEFAULT_NODE_RATE = 5000  # ... and in all, for the node
 
 
 class Quarantine:
     def __init__(self, root: Path = PIN_ROOT, *, event_rate: int = DEFAULT_EVENT_RATE,
-                 event_burst: int = DEFAULT_EVENT_BURST) -> None:
+                 event_burst: int = DEFAULT_EVENT_BURST,
+                 node_rate: int = DEFAULT_NODE_RATE) -> None:
         """`event_rate`, `event_burst`: how many refusal events each quarantined
         cgroup may send up (per CPU; 0: no limit); refusals are all counted."""
         self._root = root
         self._obj: BpfObject | None = None
         self._rb: RingBuffer | None = None
-        self.event_rate = event_rate
-        self.event_burst = event_burst
+        self.budget = Budget(event_rate, event_burst, node_rate)
+        self.held: HeldReporter | None = None
 
     def start(self) -> dict[str, str]:
         """Load (or adopt) the pinned programs; on any failure nothing this call
@@ -104,9 +107,9 @@ class Quarantine:
         try:
             result = attach_pinned(obj, PIN_NAME, cgroup=cgroup2_root()[0], root=self._root)
             self._rb = RingBuffer(obj.map("quarantine_events"), obj.map("manul_errors"))
-            cfg = abi.manul_quarantine_config(event_rate=self.event_rate,
-                                              event_burst=self.event_burst)
-            obj.map("quarantine_config").update(0, bytes(cfg))
+            write_budget(obj.map("quarantine_budget_config"), self.budget)
+            self.held = HeldReporter(obj.map("quarantine_budget"),
+                                     obj.map("quarantine_reported"))
         except BaseException:
             if self._rb is not None:
                 self._rb.close()
@@ -128,6 +131,7 @@ class Quarantine:
         if self._rb is not None:
             self._rb.close()
             self._rb = None
+        self.held = None
         if self._obj is not None:
             self._obj.close()
             self._obj = None
@@ -160,22 +164,20 @@ class Quarantine:
         keys = self._map("quarantined").keys()
         return sorted(int.from_bytes(k, "little") for k in keys)
 
-    def counts(self) -> dict[int, tuple[int, int]]:
-        """Per quarantined cgroup (ever): (refusals, refusal events held back by its
-        budget), counted in the kernel, summed over the CPUs."""
-        held = {int.from_bytes(k, "little"):
-                sum(abi.manul_rate_bucket.from_buffer_copy(v).held for v in per_cpu)
-                for k, per_cpu in self._map("quarantine_budget").items()}
-        out = {}
-        for k, per_cpu in self._map("quarantine_counts").items():
-            cg = int.from_bytes(k, "little")
-            out[cg] = (sum(int.from_bytes(v[:8], "little") for v in per_cpu), held.get(cg, 0))
-        return out
+    def counts(self) -> dict[int, int]:
+        """Refusals per quarantined cgroup (since it was last forgotten), counted in
+        the kernel, summed over the CPUs. What the budgets held back: `held`."""
+        return {int.from_bytes(k, "little"): sum(int.from_bytes(v[:8], "little")
+                                                 for v in per_cpu)
+                for k, per_cpu in self._map("quarantine_counts").items()}
 
     def forget(self, cgroup_ids: Iterable[int]) -> None:
-        """Drop the counts of cgroups no longer quarantined (after exporting them)."""
+        """Drop what is counted of cgroups no longer quarantined (once exported and
+        reported): their counts, budgets and what was reported of them."""
         for cg in cgroup_ids:
             self._map("quarantine_counts").delete(cg.to_bytes(8, "little"))
+            if self.held is not None:
+                self.held.forget(cg)
 
     def refusals(self, timeout: float = 0.0,
                  on: Callable[[Refusal], None] | None = None) -> list[Refusal]:

@@ -160,11 +160,11 @@ class manul_sandbox_event(ctypes.Structure):
 
 class manul_sandbox_config(ctypes.Structure):
     _fields_ = (("level_mask", c_uint64), ("min_level", c_uint32), ("max_level", c_uint32),
-                ("generation", c_uint64), ("event_rate", c_uint32), ("event_burst", c_uint32))
+                ("generation", c_uint64), ("_reserved", c_uint64))
 
 
-class manul_quarantine_config(ctypes.Structure):
-    _fields_ = (("event_rate", c_uint32), ("event_burst", c_uint32))
+class manul_event_budget(ctypes.Structure):
+    _fields_ = (("rate", c_uint32), ("burst", c_uint32))
 
 
 class manul_sbx_count_key(ctypes.Structure):
@@ -223,7 +223,7 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "manul_sbx_count_key": manul_sbx_count_key,
     "manul_sbx_totals": manul_sbx_totals,
     "manul_rate_bucket": manul_rate_bucket,
-    "manul_quarantine_config": manul_quarantine_config,
+    "manul_event_budget": manul_event_budget,
     "manul_sandbox_rule_key": manul_sandbox_rule_key,
     "manul_sandbox_rule": manul_sandbox_rule,
     "manul_sandbox_bound": manul_sandbox_bound,

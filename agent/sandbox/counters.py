@@ -5,9 +5,9 @@ event (manul.h, "sandbox_counts"): `sandbox_totals` by (action, verdict,
 mode), exact whatever happens to the event; `sandbox_counts` per (bound
 cgroup, generation, rule, action, verdict, mode, mechanism), exact until the
 table is full (then `untracked`). Events themselves are sent up only within
-the bound cgroup's budget (`sandbox_config.event_rate`/`event_burst`, per
-CPU, `bpf/lib/ratelimit.h`); what the budget held back is counted in the
-totals (`held`) and in each cgroup's bucket.
+the bound cgroup's budget and the node's (`sandbox_budget_config`,
+`agent.kernel.budget`, `bpf/lib/ratelimit.h`); what the budgets held back is
+counted in the totals (`held`) and in each cgroup's bucket.
 
 `KernelCounters.export()` turns them into Prometheus counters (deltas since
 the last export: the kernel's counts survive an agent restart, so the first
@@ -17,19 +17,24 @@ export carries everything counted while no agent ran):
     manul_sandbox_rule_decisions_total{sandbox,workload,...}  sandbox_counts
     manul_sandbox_events_held_total, manul_sandbox_untracked_total
 
-and forgets the counts of cgroups no longer bound (exported first), so the
-table holds only what is bound. Callers: `service.py`, `manul sandbox status`.
+and forgets (once exported) the counts of cgroups no longer bound and of
+generations retired, so the table holds only what is in force; the series of
+a workload gone are dropped from /metrics `FORGET_AFTER` seconds later.
+Callers: `service.py`, `manul sandbox status`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import Counter
 
-from agent.errors import ConfigError, KernelError
+from agent.errors import KernelError
 from agent.kernel import abi
+from agent.kernel.budget import Budget, read_budget, write_budget
 from agent.sandbox import maps as M
 from agent.sandbox.events import ACTIONS
 from agent.sandbox.kernel import SandboxMaps
@@ -37,7 +42,8 @@ from agent.telemetry import metrics
 
 DEFAULT_EVENT_RATE = 50  # events a second per bound cgroup and CPU
 DEFAULT_EVENT_BURST = 100
-RATE_MAX = 1_000_000  # bpf/lib/ratelimit.h's MANUL_RATE_MAX
+DEFAULT_NODE_RATE = 5000  # events a second the node's sandboxes send up in all
+FORGET_AFTER = 600.0  # seconds a gone workload's series stay on /metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,33 +121,30 @@ def _count_key(k: CountKey) -> bytes:
     return bytes(c)
 
 
-def held_by(maps: SandboxMaps, bound_cgroup_id: int) -> int:
-    """Events of `bound_cgroup_id` its budget held back so far (all CPUs)."""
-    raw = maps.budget.lookup(bound_cgroup_id.to_bytes(8, "little"))
-    if raw is None:
-        return 0
-    return sum(abi.manul_rate_bucket.from_buffer_copy(v).held for v in raw)
+def set_budget(maps: SandboxMaps, rate: int, burst: int,
+               node_rate: int = DEFAULT_NODE_RATE) -> None:
+    """Each bound cgroup may send `rate` events a second per CPU, `burst` at once,
+    and the node `node_rate` in all (0: no limit). Counts stay exact either way."""
+    write_budget(maps.budget_config, Budget(rate, burst, node_rate))
 
 
-def set_budget(maps: SandboxMaps, rate: int, burst: int) -> None:
-    """Each bound cgroup may send `rate` events a second per CPU, `burst` at once
-    (0: no limit). Counts stay exact either way."""
-    if not 0 <= rate <= RATE_MAX or not 1 <= burst <= RATE_MAX:
-        raise ConfigError(f"an event budget needs 0 <= rate <= {RATE_MAX} and "
-                         f"1 <= burst <= {RATE_MAX}")
-    cfg = M.read_config(maps)
-    cfg.event_rate, cfg.event_burst = rate, burst
-    M.write_config(maps, cfg)
+def budget_of(maps: SandboxMaps) -> Budget:
+    return read_budget(maps.budget_config)
 
 
 class KernelCounters:
     """Exports the kernel's counts as metrics; see the module docstring."""
 
     def __init__(self, maps: SandboxMaps,
-                 workload_of: Callable[[int], str] = lambda cg: f"cgroup:{cg}") -> None:
+                 workload_of: Callable[[int], str] = lambda cg: f"cgroup:{cg}",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.maps = maps
         self.workload_of = workload_of
-        self._seen: dict[object, int] = {}  # what was exported, per series
+        self.clock = clock
+        self._seen: dict[object, int] = {}  # what was exported, per kernel key
+        self._labels: dict[CountKey, tuple[str, ...]] = {}  # per kernel key
+        self._live: dict[tuple[str, ...], set[CountKey]] = {}  # series -> its keys
+        self._drop: dict[tuple[str, ...], float] = {}  # series -> when to remove it
         self._rules: dict[tuple[int, int], str] = {}
         self._names: dict[int, str] = {}  # generation -> sandbox name
         self.totals = Totals({}, 0, 0)
@@ -156,32 +159,57 @@ class KernelCounters:
         self.totals = t
         counts = read_counts(self.maps)
         bound = set(M.read_bindings(self.maps))
+        meta = M.read_meta(self.maps)
+        live = {m.generation for m in meta.values()}
+        for m in meta.values():
+            self._names.setdefault(m.generation, m.name)
         gone = []
         for k, n in counts.items():
-            self._inc(k, n, metrics.SANDBOX_RULE_DECISIONS.labels(
-                self._sandbox(k.generation), self.workload_of(k.bound_cgroup_id),
-                k.action, k.verdict, self._policies(k)))
-            if k.bound_cgroup_id not in bound:
+            labels = self._labels.get(k)
+            if labels is None:
+                labels = self._labels[k] = (
+                    self._names.get(k.generation, "?"), self.workload_of(k.bound_cgroup_id),
+                    k.action, k.verdict, self._policies(k))
+                self._live.setdefault(labels, set()).add(k)
+                self._drop.pop(labels, None)
+            self._inc(k, n, metrics.SANDBOX_RULE_DECISIONS.labels(*labels))
+            if k.bound_cgroup_id not in bound or k.generation not in live:
                 gone.append(k)
         for k in gone:  # exported: the kernel forgets it, and so do we
             try:
                 self.maps.counts.delete(_count_key(k))
             except KernelError:
                 continue
-            self._seen.pop(k, None)
+            self._forget(k)
+        self._sweep(live)
         return t
+
+    def _forget(self, k: CountKey) -> None:
+        self._seen.pop(k, None)
+        labels = self._labels.pop(k)
+        keys = self._live.get(labels, set())
+        keys.discard(k)
+        if not keys:  # the series stays a while, for the last scrape
+            self._live.pop(labels, None)
+            self._drop[labels] = self.clock() + FORGET_AFTER
+
+    def _sweep(self, live: set[int]) -> None:
+        now = self.clock()
+        for labels in [x for x, when in self._drop.items() if when <= now]:
+            del self._drop[labels]
+            with contextlib.suppress(KeyError):
+                metrics.SANDBOX_RULE_DECISIONS.remove(*labels)
+        referenced = {k.generation for k in self._labels} | live
+        for g in [g for g in self._names if g not in referenced]:
+            del self._names[g]
+        for rk in [rk for rk in self._rules if rk[0] not in referenced]:
+            del self._rules[rk]
 
     def _inc(self, key: object, value: int, counter: Counter) -> None:
         last = self._seen.get(key, 0)
         if value > last:
             counter.inc(value - last)
         self._seen[key] = value
-
-    def _sandbox(self, generation: int) -> str:
-        if generation not in self._names:
-            for m in M.read_meta(self.maps).values():
-                self._names[m.generation] = m.name
-        return self._names.get(generation, "?")
 
     def _policies(self, k: CountKey) -> str:
         if k.action == "confinement":
@@ -192,4 +220,6 @@ class KernelCounters:
         if key not in self._rules:
             for rk, (_, ids) in M.read_rules(self.maps, k.generation).items():
                 self._rules[rk] = ",".join(ids)
-        return self._rules.get(key, f"rule {k.rule_id} (retired)")
+            # a retired generation's rules are gone: remember the miss too
+            self._rules.setdefault(key, f"rule {k.rule_id} (retired)")
+        return self._rules[key]

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agent.errors import KernelError
 from agent.kernel import RingBuffer, abi
+from agent.kernel.budget import HeldReporter, held
 from agent.sandbox import maps as M
 from agent.sandbox.kernel import SandboxMaps
 from agent.telemetry.audit import AuditLog
@@ -110,8 +110,7 @@ class AuditTrail:
         self._rules: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = {}
         self._names: dict[int, tuple[str, str]] = {}  # generation -> (sandbox, target)
         self._budgets: dict[int, str] = {}  # bound cgroup -> its workload's name
-        self._held: dict[int, int] = {}
-        self._held = self._read_held()  # reported so far, per bound cgroup
+        self.held = HeldReporter(maps.budget, maps.reported)
         self.decisions = 0
         self._refreshed = False
 
@@ -153,36 +152,33 @@ class AuditTrail:
         return out
 
     def budget_of(self, bound_cgroup_id: int) -> str:
-        """The name a bound cgroup's record budget goes by: its workload's."""
+        """The name a bound cgroup's record budget goes by: its workload's (a cgroup
+        the resolver does not know yet goes by its id, and is asked again)."""
         name = self._budgets.get(bound_cgroup_id)
         if name is None:
             w = self.resolver.resolve(bound_cgroup_id) if self.resolver is not None else None
-            name = w.name if w is not None else f"cgroup:{bound_cgroup_id}"
+            if w is None:
+                return f"cgroup:{bound_cgroup_id}"
+            name = w.name
             if len(self._budgets) > 8192:
                 self._budgets.clear()
             self._budgets[bound_cgroup_id] = name
         return name
 
     def tick(self) -> None:
-        """Report what each bound cgroup's kernel budget held back since the last
-        tick as `suppressed` records of its workload (AuditLog.suppressed)."""
-        held = self._read_held()
-        if self.audit is not None:
-            for cg, n in held.items():
-                delta = n - self._held.get(cg, 0)
-                if delta > 0:
-                    self.audit.suppressed("sandbox-deny", self.budget_of(cg), delta)
-        self._held = held
-
-    def _read_held(self) -> dict[int, int]:
-        try:
-            items = self.maps.budget.items()
-        except KernelError as e:
-            log.warning("cannot read the sandbox event budgets: %s", e)
-            return dict(self._held)
-        return {int.from_bytes(k, "little"):
-                sum(abi.manul_rate_bucket.from_buffer_copy(v).held for v in per_cpu)
-                for k, per_cpu in items}
+        """Report what each bound cgroup's kernel budget held back since it was last
+        reported (by this agent or the one before) as `suppressed` records of its
+        workload (AuditLog.suppressed); forget what unbound cgroups held."""
+        if self.audit is None:
+            return
+        bindings = M.read_bindings(self.maps)
+        for cg, n in self.held.due().items():
+            b = bindings.get(cg)
+            kind = "sandbox-would-deny" if b is not None and not b.enforce else "sandbox-deny"
+            self.audit.suppressed(kind, self.budget_of(cg), n)
+            self.held.mark(cg, n)
+        for cg in set(held(self.maps.budget)) - set(bindings):
+            self.held.forget(cg)
 
     def decode(self, ev: abi.manul_sandbox_event, offset: float) -> Decision:
         key = (int(ev.generation), int(ev.rule_id))

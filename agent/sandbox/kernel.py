@@ -65,7 +65,8 @@ MAPS = (
     "sandbox_cgroups", "sandbox_paths", "sandbox_net", "sandbox_sockets", "sandbox_config",
     "sandbox_meta",
     "sandbox_rules", "sandbox_bound", "sandbox_events", "manul_errors",
-    "sandbox_counts", "sandbox_totals", "sandbox_budget",
+    "sandbox_counts", "sandbox_totals", "sandbox_budget", "sandbox_budget_config",
+    "sandbox_reported",
 )
 PER_CPU_ARRAYS = ("manul_errors", "sandbox_totals")  # sized by libbpf (one slot per CPU)
 
@@ -111,6 +112,8 @@ class SandboxMaps:
         self.counts = maps["sandbox_counts"]  # exact decision counts (counters.py)
         self.totals = maps["sandbox_totals"]
         self.budget = maps["sandbox_budget"]  # each bound cgroup's event budget
+        self.budget_config = maps["sandbox_budget_config"]
+        self.reported = maps["sandbox_reported"]  # held events the agent reported
 
     @classmethod
     def open(cls, root: Path = PIN_ROOT) -> SandboxMaps:

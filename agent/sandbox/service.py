@@ -52,6 +52,7 @@ from agent.sandbox.assign import Assignment, assignments
 from agent.sandbox.counters import (
     DEFAULT_EVENT_BURST,
     DEFAULT_EVENT_RATE,
+    DEFAULT_NODE_RATE,
     KernelCounters,
     set_budget,
 )
@@ -84,9 +85,11 @@ class SandboxService:
                  on_decision: Callable[[Decision], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  event_rate: int = DEFAULT_EVENT_RATE,
-                 event_burst: int = DEFAULT_EVENT_BURST) -> None:
+                 event_burst: int = DEFAULT_EVENT_BURST,
+                 event_node_rate: int = DEFAULT_NODE_RATE) -> None:
         """`event_rate`, `event_burst`: each bound cgroup's kernel event budget
-        (events a second per CPU; rate 0: no limit); counts stay exact either way."""
+        (events a second per CPU; rate 0: no limit); `event_node_rate`: the node's
+        in all (0: none). Counts stay exact either way."""
         self.registry = registry
         self.policies = policies
         self.resolver = resolver
@@ -98,6 +101,7 @@ class SandboxService:
         self.on_decision = on_decision
         self.event_rate = event_rate
         self.event_burst = event_burst
+        self.event_node_rate = event_node_rate
         self.maps: SandboxMaps | None = None
         self.trail: AuditTrail | None = None
         self.counters: KernelCounters | None = None
@@ -114,7 +118,7 @@ class SandboxService:
             self.maps = SandboxMaps.open(self.root)
             drop_stale(self.maps)
             retire_unused(self.maps)
-            set_budget(self.maps, self.event_rate, self.event_burst)
+            set_budget(self.maps, self.event_rate, self.event_burst, self.event_node_rate)
             st = status_of(self.maps)
         log.info("sandbox programs: %s; %d cgroups bound (generation %d)", actions,
                  len(st.bindings), st.generation)

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.kernel.budget import Budget
 from agent.kernel.fs import PIN_ROOT
 from agent.kernel.ringbuf import error_counts
 from agent.sandbox import maps as M
 from agent.sandbox.apply import CgroupRef
-from agent.sandbox.counters import Totals, read_totals
+from agent.sandbox.counters import Totals, budget_of, read_totals
 from agent.sandbox.errors import StateError
 from agent.sandbox.kernel import Mechanism, SandboxMaps, mechanisms_from_programs
 
@@ -55,7 +56,7 @@ class Status:
     ringbuf_drops: int
     errors: dict[str, int]
     counts: Totals  # every decision, counted in the kernel (counters.py)
-    event_budget: tuple[int, int]  # (rate, burst) per bound cgroup and CPU; rate 0: none
+    event_budget: Budget  # per bound cgroup and CPU, and the node's; rate 0: none
 
     @property
     def degraded(self) -> tuple[str, ...]:
@@ -82,7 +83,7 @@ class Status:
             "ringbuf_drops": self.ringbuf_drops,
             "bpf_errors": self.errors,
             "counts": self.counts.to_json(),
-            "event_budget": {"rate": self.event_budget[0], "burst": self.event_budget[1]},
+            "event_budget": self.event_budget.to_json(),
         }
 
 
@@ -102,13 +103,12 @@ def status_of(maps: SandboxMaps) -> Status:
     programs = maps.programs()
     mech = mechanisms_from_programs(programs) or ()
     errors = _errors(maps)
-    cfg = M.read_config(maps)
     return Status(
         loaded=bool(programs), programs=tuple(sorted(programs)), mechanisms=mech,
         generation=int(M.read_config(maps).generation), bindings=tuple(bindings),
         sandboxes=tuple(meta[s] for s in sorted(meta)), entries=M.count_entries(maps),
         ringbuf_drops=errors.get("ringbuf_full", 0), errors=errors, counts=read_totals(maps),
-        event_budget=(int(cfg.event_rate), int(cfg.event_burst)))
+        event_budget=budget_of(maps))
 
 
 def read_status(root: Path = PIN_ROOT) -> Status | None:

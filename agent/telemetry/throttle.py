@@ -15,18 +15,27 @@ A record offered through `AuditLog.event(kind, workload=..., key=..., **fields)`
   its count is added to the workload's `suppressed`, and the next record of the
   workload that is written says `suppressed: N`. When no record comes, `tick`
   writes a `records-suppressed` record for the workload as soon as a token is
-  back, so a suppression is never silent.
+  back, so a suppression is never silent. The budget is checked before the
+  record is built (`fields` may be a function), so a storm over its budget
+  costs a count, not a record.
 
 Hence, for one workload, the `count`s of its records plus their `suppressed`
 is the number of records offered (plus what `suppress` was told: events held
-back before they reached user space). Open windows are bounded (`max_keys`:
-the oldest is closed early) and so are buckets (`KeyedLimiter`'s idle sweep).
+back before they reached user space). Open windows are bounded per workload
+and in all (the oldest close early, so one workload's many keys close its own
+windows, not others'), and so are buckets (`KeyedLimiter`'s idle sweep).
+
+What this cannot do: a workload that raises many *distinct* denials spends its
+budget on them, and a denial among them may then be known only as a count
+(`suppressed`, and exactly in the kernel's per-rule metrics), not by its
+resource. The budget bounds the disk; it cannot keep every detail.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,48 +72,60 @@ class ThrottleStats:
 
 class RecordThrottle:
     def __init__(self, window: float = DEFAULT_WINDOW, rate: float = DEFAULT_RATE,
-                 burst: int = DEFAULT_BURST, *, max_keys: int = 4096,
+                 burst: int = DEFAULT_BURST, *, max_keys: int = 8192,
+                 max_keys_per_workload: int = 256,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
-        """`window` 0: no aggregation; `rate` 0: no budget."""
-        if window < 0 or rate < 0 or burst < 1 or max_keys < 1:
+        """`window` 0: no aggregation; `rate` 0: no budget. Open windows: at most
+        `max_keys_per_workload` per workload (its oldest closes early) and
+        `max_keys` in all (the busiest workload's oldest closes early)."""
+        if window < 0 or rate < 0 or burst < 1 or max_keys < 1 or max_keys_per_workload < 1:
             raise ValueError("a record throttle needs window >= 0, rate >= 0, burst >= 1")
         self.window = window
         self.limiter = KeyedLimiter(rate, burst) if rate > 0 else None
         self.max_keys = max_keys
+        self.per_workload = max_keys_per_workload
         self.clock = clock
         self.wall = wall
         self.stats = ThrottleStats()
-        self._open: dict[tuple[str, str, Hashable], _Window] = {}
+        # workload -> its open windows in the order they opened (= the order they close)
+        self._open: dict[str, OrderedDict[tuple[str, Hashable], _Window]] = {}
+        self._n = 0
         self._owed: dict[str, int] = {}  # workload -> suppressed, not yet reported
         self._lock = threading.Lock()
 
     def offer(self, kind: str, workload: str, key: Hashable,
               fields: dict[str, Any] | Callable[[], dict[str, Any]]) -> list[Record]:
         """The records to write now for this one (none, it, and/or closed windows).
-        `fields` may be a function: called only when the record opens a window (a
-        repeat costs a dictionary lookup, not a record)."""
+        `fields` may be a function, called only for a record that is written: a
+        repeat, or a record over the budget, costs a lookup and a count."""
         now = self.clock()
         out: list[Record] = []
         with self._lock:
-            wkey = (kind, workload, key)
-            w = self._open.get(wkey)
+            wins = self._open.get(workload)
+            wkey = (kind, key)
+            w = wins.get(wkey) if wins is not None else None
             if w is not None and now < w.closes:
                 if not w.repeats:
                     w.first = self.wall()
                 w.repeats += 1
                 w.last = self.wall()
                 return out
-            if w is not None:  # expired: its repeats go out before the new one
-                del self._open[wkey]
+            if w is not None and wins is not None:  # expired: its repeats go out first
+                del wins[wkey]
+                self._n -= 1
                 self._close(w, now, out)
+            if not self._allow(workload, now):  # no record built, no window opened
+                self._owed[workload] = self._owed.get(workload, 0) + 1
+                self._suppressed(kind, 1)
+                return out
             rec = dict(fields() if callable(fields) else fields)
             if self.window > 0:
-                while len(self._open) >= self.max_keys:
-                    oldest = min(self._open, key=lambda k: self._open[k].closes)
-                    self._close(self._open.pop(oldest), now, out)
-                self._open[wkey] = _Window(kind, workload, rec, now + self.window)
-            self._emit(kind, workload, {**rec, "count": 1}, 1, now, out, False)
+                self._room(workload, now, out)
+                self._open.setdefault(workload, OrderedDict())[wkey] = _Window(
+                    kind, workload, rec, now + self.window)
+                self._n += 1
+            self._write(kind, workload, {**rec, "count": 1}, out)
         return out
 
     def suppress(self, kind: str, workload: str, n: int) -> None:
@@ -120,8 +141,16 @@ class RecordThrottle:
         now = self.clock()
         out: list[Record] = []
         with self._lock:
-            for wkey in [k for k, w in self._open.items() if now >= w.closes]:
-                self._close(self._open.pop(wkey), now, out)
+            for workload, wins in list(self._open.items()):
+                while wins:
+                    wkey, w = next(iter(wins.items()))
+                    if w.closes > now:
+                        break
+                    del wins[wkey]
+                    self._n -= 1
+                    self._close(w, now, out)
+                if not wins:
+                    del self._open[workload]
             for workload, n in list(self._owed.items()):
                 if n and self._allow(workload, now):
                     del self._owed[workload]
@@ -134,9 +163,11 @@ class RecordThrottle:
         out: list[Record] = []
         with self._lock:
             self.limiter = None
-            for w in self._open.values():
-                self._close(w, self.clock(), out)
+            for wins in self._open.values():
+                for w in wins.values():
+                    self._close(w, self.clock(), out)
             self._open.clear()
+            self._n = 0
             for workload, n in self._owed.items():
                 out.append((SUPPRESSED_KIND, {"workload": workload, "suppressed": n}))
             self._owed.clear()
@@ -144,31 +175,45 @@ class RecordThrottle:
 
     def pending(self) -> int:
         with self._lock:
-            return sum(w.repeats for w in self._open.values()) + sum(self._owed.values())
+            return (sum(w.repeats for wins in self._open.values() for w in wins.values())
+                    + sum(self._owed.values()))
 
     # -- under the lock -----------------------------------------------------------
 
-    def _close(self, w: _Window, now: float, out: list[Record]) -> None:
-        if w.repeats:
-            rec = {**w.fields, "count": w.repeats, "first_time": w.first, "last_time": w.last,
-                   "aggregated": True}
-            self._emit(w.kind, w.workload, rec, w.repeats, now, out, True)
+    def _room(self, workload: str, now: float, out: list[Record]) -> None:
+        """Close windows early until one more fits: the workload's own oldest, then
+        (all full) the oldest of the workload with the most."""
+        wins = self._open.get(workload)
+        while wins and len(wins) >= self.per_workload:
+            self._n -= 1
+            self._close(wins.popitem(last=False)[1], now, out)
+        while self._n >= self.max_keys:
+            busiest = max(self._open.values(), key=len)
+            self._n -= 1
+            self._close(busiest.popitem(last=False)[1], now, out)
 
-    def _emit(self, kind: str, workload: str, rec: dict[str, Any], count: int, now: float,
-              out: list[Record], aggregated: bool) -> None:
-        if not self._allow(workload, now):
-            self._owed[workload] = self._owed.get(workload, 0) + count
-            self._suppressed(kind, count)
+    def _close(self, w: _Window, now: float, out: list[Record]) -> None:
+        if not w.repeats:
             return
+        if not self._allow(w.workload, now):
+            self._owed[w.workload] = self._owed.get(w.workload, 0) + w.repeats
+            self._suppressed(w.kind, w.repeats)
+            return
+        rec = {**w.fields, "count": w.repeats, "first_time": w.first, "last_time": w.last,
+               "aggregated": True}
+        self._write(w.kind, w.workload, rec, out)
+        self.stats.aggregated += w.repeats
+        self._by_kind(w.kind)[0] += w.repeats
+        metrics.AUDIT_AGGREGATED.labels(kind=w.kind).inc(w.repeats)
+
+    def _write(self, kind: str, workload: str, rec: dict[str, Any],
+               out: list[Record]) -> None:
+        """A record the budget allowed: it carries what the workload owes."""
         owed = self._owed.pop(workload, 0)
         if owed:
             rec["suppressed"] = owed
         out.append((kind, rec))
         self.stats.written += 1
-        if aggregated:
-            self.stats.aggregated += count
-            self._by_kind(kind)[0] += count
-            metrics.AUDIT_AGGREGATED.labels(kind=kind).inc(count)
 
     def _allow(self, workload: str, now: float) -> bool:
         if self.limiter is None or self.limiter.allow(workload, now):

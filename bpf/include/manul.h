@@ -268,13 +268,6 @@ struct manul_addr_key {			/* LPM key: prefixlen counts bits of `addr` */
 	__u8 addr[16];			/* IPv4 as ::ffff:a.b.c.d */
 };
 
-/* quarantine_config: BPF_MAP_TYPE_ARRAY, one element: each quarantined
- * cgroup's event budget (ratelimit.h; rate 0: no limit). */
-struct manul_quarantine_config {
-	__u32 event_rate;
-	__u32 event_burst;
-};
-
 struct manul_quarantine_event {
 	struct manul_event_hdr hdr;
 	__u64 cgroup_id;
@@ -391,9 +384,7 @@ struct manul_sandbox_config {
 	__u32 min_level;
 	__u32 max_level;
 	__u64 generation;		/* the last generation applied */
-	__u32 event_rate;		/* events a second each bound cgroup may send up,
-					 * per CPU (bpf/lib/ratelimit.h); 0: no limit */
-	__u32 event_burst;		/* ... and at most this many at once */
+	__u64 _reserved;
 };
 
 /* sandbox_counts: BPF_MAP_TYPE_PERCPU_HASH, what was decided -> __u64. Every
@@ -420,6 +411,15 @@ struct manul_sbx_totals {
 	__u64 decisions[MANUL_SBX_TOTAL_SLOTS];
 	__u64 held;			/* not sent: the bound cgroup's event budget was spent */
 	__u64 untracked;		/* not in sandbox_counts: it was full */
+};
+
+/* Event budgets (bpf/lib/ratelimit.h): `sandbox_budget_config` and
+ * `quarantine_budget_config`, BPF_MAP_TYPE_ARRAY of two: [0] what each
+ * workload (bound or quarantined cgroup) may send per CPU, [1] what the node
+ * may send per CPU in all. Rate 0: no limit. */
+struct manul_event_budget {
+	__u32 rate;			/* events a second */
+	__u32 burst;			/* at most this many at once */
 };
 
 /* A per-key event budget (bpf/lib/ratelimit.h): one token bucket per key and

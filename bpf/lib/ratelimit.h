@@ -7,8 +7,10 @@
  * One token bucket per (key, CPU) in an LRU per-CPU hash of
  * struct manul_rate_bucket: `rate` tokens a second, `burst` at most, one per
  * event. Per CPU, so no locks and no lost updates; a workload may send
- * `rate` events a second on each CPU it runs on. An evicted or fresh bucket
- * starts full. What is refused is counted in the bucket (`held`); the
+ * `rate` events a second on each CPU it runs on (the agent divides a
+ * workload's budget by the number of CPUs). An evicted or fresh bucket starts
+ * full. What is refused is counted in the bucket (`held`, an atomic add: a
+ * sleepable program can be preempted by another task on the same CPU); the
  * caller has already counted the decision itself, so nothing is lost from
  * the metrics, only the event.
  */
@@ -44,8 +46,12 @@ static __always_inline bool manul_rate_allow(void *buckets, __u64 key, __u32 rat
 		bpf_map_update_elem(buckets, &key, &fresh, BPF_ANY);
 		return true;
 	}
-	/* another CPU created the entry: this CPU's bucket is still zeroed */
-	gap = b->stamp_ns ? now - b->stamp_ns : MANUL_RATE_IDLE_NS;
+	/* another CPU created the entry: this CPU's bucket is still zeroed; a task
+	 * that preempted us may have stamped it after our `now` */
+	if (!b->stamp_ns)
+		gap = MANUL_RATE_IDLE_NS;
+	else
+		gap = now > b->stamp_ns ? now - b->stamp_ns : 0;
 	if (gap > MANUL_RATE_IDLE_NS)
 		gap = MANUL_RATE_IDLE_NS;
 	tokens = b->stamp_ns ? b->tokens : 0;
@@ -58,8 +64,33 @@ static __always_inline bool manul_rate_allow(void *buckets, __u64 key, __u32 rat
 		return true;
 	}
 	b->tokens = tokens;
-	b->held += 1;
+	__sync_fetch_and_add(&b->held, 1);
 	return false;
+}
+
+#define MANUL_RATE_NODE 0		/* the node's bucket (cgroup ids are never 0) */
+
+/* Whether the event of `key` may be sent: within the workload's budget
+ * (config[0]) and then the node's (config[1]). A refusal by the node's
+ * budget is counted as held for the workload too, so that it can be
+ * reported as the workload's. */
+static __always_inline bool manul_budget_allow(void *buckets, void *config, __u64 key)
+{
+	struct manul_event_budget *w, *n;
+	struct manul_rate_bucket *b;
+	__u32 i0 = 0, i1 = 1;
+
+	w = bpf_map_lookup_elem(config, &i0);
+	if (w && !manul_rate_allow(buckets, key, w->rate, w->burst))
+		return false;
+	n = bpf_map_lookup_elem(config, &i1);
+	if (n && !manul_rate_allow(buckets, MANUL_RATE_NODE, n->rate, n->burst)) {
+		b = bpf_map_lookup_elem(buckets, &key);
+		if (b)
+			__sync_fetch_and_add(&b->held, 1);
+		return false;
+	}
+	return true;
 }
 
 #endif /* MANUL_RATELIMIT_H */

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from agent.discovery.quarantine import Quarantine
+from agent.kernel import budget
 from agent.kernel.fs import BPFFS, ensure_bpffs
 from agent.registry import load_directory
 from agent.registry.policyset import PolicyRecords
@@ -104,7 +105,7 @@ def test_sandbox_events_are_budgeted_per_workload_and_counts_stay_exact(
         assert counted == CALLS  # every one, delivered or not
         assert BURST <= len(delivered) <= BURST + RATE * 2.0  # the child ran well within 2 s
         assert len(delivered) + held == after.total - before.total
-        assert C.held_by(svc.maps, cg.id) == held
+        assert budget.held(svc.maps.budget)[cg.id] == held
         per_rule = {k: n for k, n in C.read_counts(svc.maps).items()
                     if k.bound_cgroup_id == cg.id and k.action == "connectNetwork"}
         assert sum(per_rule.values()) == CALLS
@@ -126,7 +127,7 @@ def test_a_budget_out_of_range_is_refused_with_the_limits(tmp_path: Path) -> Non
     root = sandbox_pin_root()
     svc = SandboxService(lambda: load_directory(tmp_path), WorkloadResolver(), None,
                          policies=PolicyRecords(lambda: load_directory(tmp_path)), root=root,
-                         event_rate=C.RATE_MAX + 1)
+                         event_rate=budget.RATE_MAX + 1)
     try:
         with pytest.raises(ConfigError, match="0 <= rate <= 1000000"):
             svc.start()
@@ -154,15 +155,76 @@ def test_quarantine_counts_every_refusal_and_budgets_its_events(
         assert got["errnos"] == {str(errno.EPERM): CALLS}, got
         assert _burst(other, listener, 1)["errnos"] == {"0": 1}  # not quarantined
         events = [r for r in q.refusals() if r.cgroup_id == cg.id]
-        refused, held = q.counts()[cg.id]  # (only connects are refused: no start-up noise)
+        refused = q.counts()[cg.id]  # (only connects are refused: no start-up noise)
+        assert q.held is not None
+        held = q.held.due()[cg.id]
         print(f"{CALLS} refused in {got['elapsed']:.3f} s: counted {refused}, "
               f"events {len(events)}, held {held}")
         assert refused == CALLS
         assert BURST <= len(events) <= BURST + RATE * got["elapsed"] + 2
         assert len(events) + held == CALLS
         assert other.id not in q.counts()
+        q.held.mark(cg.id, held)
+        assert cg.id not in q.held.due()  # reported once
+        # released and quarantined again: only what is new is due
         q.remove(cg.id)
         q.forget([cg.id])
-        assert cg.id not in q.counts()
+        assert cg.id not in q.counts() and cg.id not in q.held.due()
+        q.add(cg.id)
+        assert _burst(cg, listener, 1)["errnos"] == {str(errno.EPERM): 1}
+        assert q.counts()[cg.id] == 1 and q.held.due().get(cg.id, 0) == 0
     finally:
         q.close()
+
+
+def test_what_the_budget_held_while_no_agent_ran_is_reported_once(
+        make_cgroup: Any, tmp_path: Path, listener: tuple[str, int]) -> None:
+    """The kernel keeps counting held events while no agent runs; the next agent
+    reports them (the pinned `sandbox_reported`), and nothing twice: over two
+    agents, the records' counts plus their suppressed are every decision."""
+    from agent.telemetry.audit import AuditLog
+
+    cg = make_cgroup()
+    reg = load_directory(sandboxed_agent_registry(
+        tmp_path, cg.path.name, {"analyst": str(EXAMPLES / "data-analyst.cedar")},
+        (EXAMPLES / "entities.json").read_text()))
+    root = sandbox_pin_root()
+    path = tmp_path / "audit.jsonl"
+
+    def service() -> tuple[SandboxService, AuditLog]:
+        audit = AuditLog(path, node="t")
+        return SandboxService(lambda: reg, WorkloadResolver(), audit,
+                              policies=PolicyRecords(lambda: reg), root=root,
+                              host_resolver=static_resolver({}), event_rate=RATE,
+                              event_burst=BURST), audit
+
+    try:
+        first, audit = service()
+        first.start()
+        first.reconcile()
+        assert first.maps is not None
+        before = C.read_totals(first.maps)
+        _burst(cg, listener, CALLS)
+        first.poll()
+        first.export()
+        first.close()
+        audit.close()
+        _burst(cg, listener, CALLS)  # nobody runs: counted and held in the kernel
+        second, audit = service()
+        second.start()
+        assert second.maps is not None
+        second.poll()
+        second.export()
+        after = C.read_totals(second.maps)
+        second.close()
+        audit.close()
+        records = [json.loads(x) for x in path.read_text().splitlines()]
+        mine = [r for r in records if r["kind"] in ("sandbox-deny", "sandbox-would-deny",
+                                                    "records-suppressed")]
+        accounted = sum(r.get("count", 0) + r.get("suppressed", 0) for r in mine)
+        print(f"decisions {after.total - before.total}, held {after.held - before.held}, "
+              f"records {len(mine)}, accounted {accounted}")
+        assert after.total - before.total >= 2 * CALLS
+        assert accounted == after.total - before.total
+    finally:
+        drop_pin_root(root)

@@ -46,7 +46,7 @@ STORM_S = 10.0
 
 STORM = r"""
 import errno, json, socket, sys, time
-ports, seconds = json.loads(sys.argv[1]), float(sys.argv[2])
+ports, seconds = json.load(open(sys.argv[1])), float(sys.argv[2])
 n = refused = ok = 0
 other = {}
 end = time.monotonic() + seconds
@@ -169,8 +169,10 @@ def test_a_storm_is_counted_exactly_bounded_and_cannot_hide_a_quiet_denial(
             if now == base:
                 break
             base = now
-        proc = storm.popen([sys.executable, "-c", STORM, json.dumps(listeners),
-                            str(STORM_S)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        ports = tmp_path / "ports.json"
+        ports.write_text(json.dumps(listeners))
+        proc = storm.popen([sys.executable, "-c", STORM, str(ports), str(STORM_S)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         health: list[int] = []
         answers: list[str] = []
 

@@ -136,3 +136,32 @@ def test_audit_log_event_writes_aggregates_and_drains_on_close(tmp_path: Path) -
     assert [(r["kind"], r["count"], r.get("aggregated", False)) for r in recs] == [
         ("sandbox-deny", 1, False), ("sandbox-deny", 2, True)]
     assert all(r["workload"] == "w" and r["node"] == "n" for r in recs)
+
+
+def test_one_workloads_many_keys_close_its_own_windows_not_others() -> None:
+    clock = Clock()
+    t = _throttle(clock, window=60, rate=0, max_keys=1000, max_keys_per_workload=8)
+    t.offer("k", "victim", "v", {"workload": "victim"})
+    t.offer("k", "victim", "v", {"workload": "victim"})  # a repeat, in its window
+    out = []
+    for i in range(500):
+        out += t.offer("k", "storm", i, {"workload": "storm"})
+        out += t.offer("k", "storm", i, {"workload": "storm"})
+    assert all(r["workload"] == "storm" for _, r in out)  # the victim's window stayed
+    assert t.pending() == 1 + 8
+    (_, rec), = [x for x in t.drain() if x[1]["workload"] == "victim"]
+    assert rec["count"] == 1 and rec["aggregated"]
+
+
+def test_a_record_over_the_budget_is_never_built() -> None:
+    clock = Clock()
+    t = _throttle(clock, window=10, rate=1, burst=1)
+    built = []
+
+    def fields() -> dict[str, Any]:
+        built.append(1)
+        return {"workload": "w"}
+
+    for i in range(100):
+        t.offer("k", "w", i, fields)
+    assert len(built) == 1 and t.stats.suppressed == 99
