@@ -9,20 +9,24 @@ connection), calling connect() to 127.0.0.9 in a loop for STORM_SECONDS; it
 counts its refusals (ECONNREFUSED from the cgroup connect hook). Per storm
 size, three phases, seconds apart:
 
-  budget on    `manul run` with its defaults (kernel event budget 50/s per
-               workload and CPU, burst 100; records aggregated and budgeted)
+  budgets on   `manul run` with its defaults (kernel event budget 50/s per
+               workload and CPU, burst 100, 5,000/s for the node; records
+               aggregated and budgeted)
   no agent     the same pinned enforcement, the agent stopped: the baseline,
                nobody draining events
-  budget off   `manul run --event-rate 0`: every denial is an event (records
-               still aggregated and budgeted): what the kernel budget saves
+  node only    `--event-rate 0`: no per-workload budget, the node's only
+  no budgets   `--event-rate 0 --event-node-rate 0`: every denial is an event,
+               as before the budgets (records still aggregated and budgeted):
+               what the kernel budgets save
 
 Printed per phase: denials offered per second (the workloads' own count),
 counted per second (the kernel's exact totals, and for the agent phases
 `manul_sandbox_decisions_total` from /metrics) and their ratio, events the
 agent received and the kernel held back, audit bytes per second, the
 agent's CPU (user + system, all threads) as a share of one core, and
-/healthz during the storm. Ratios against the no-agent baseline of the same
-run: storm throughput (agent on / off), agent CPU (budget on / off).
+/healthz during the storm. Ratios against baselines of the same run: storm
+throughput (agent on / no agent), agent CPU and ring-buffer drops (budgets
+on / no budgets).
 Run as root after `make bpf`: .venv/bin/python bench/storm.py
 (STORM_SECONDS, default 5; STORM_SIZES, default "1,10").
 """
@@ -216,22 +220,25 @@ def main() -> None:
             b = Bench(Path(d), n)
             try:
                 b.start()
-                on = b.phase("budget on")  # the agent stops; enforcement stays pinned
+                on = b.phase("budgets on")  # the agent stops; enforcement stays pinned
                 off_agent = b.phase("no agent")
                 b.start("--event-rate", "0")  # (drains what the pinned ring kept)
-                no_budget = b.phase("budget off")
+                node = b.phase("node only")
+                b.start("--event-rate", "0", "--event-node-rate", "0")
+                no_budget = b.phase("no budgets")
             finally:
                 b.close()
             print(f"{n} storming workload(s):")
-            for r in (on, off_agent, no_budget):
+            for r in (on, off_agent, node, no_budget):
                 show(r)
             thr = (on["offered"] / on["wall"]) / (off_agent["offered"] / off_agent["wall"])
             cpu = on["cpu"] / max(1e-9, no_budget["cpu"])
             audit = on["audit_bytes"] / max(1, no_budget["audit_bytes"])
             print(f"  ratios: storm throughput with the agent / without {thr:.2f}x; agent "
-                  f"CPU budget on / off {cpu:.2f}x; audit bytes budget on / off {audit:.2f}x; "
-                  f"counted / offered {on['counted'] / max(1, on['offered']):.4f} (on), "
-                  f"{no_budget['counted'] / max(1, no_budget['offered']):.4f} (off)")
+                  f"CPU budgets on / none {cpu:.2f}x; audit bytes budgets on / none "
+                  f"{audit:.2f}x; ring drops {on['dropped']} (on) vs {no_budget['dropped']} "
+                  f"(none); counted / offered {on['counted'] / max(1, on['offered']):.4f} "
+                  f"(on), {no_budget['counted'] / max(1, no_budget['offered']):.4f} (none)")
 
 
 if __name__ == "__main__":

@@ -62,8 +62,8 @@ SANDBOX_RULE_DECISIONS = Counter(
     ["sandbox", "workload", "action", "verdict", "policies"], registry=REGISTRY)
 SANDBOX_EVENTS_HELD = Counter(
     "manul_sandbox_events_held_total",
-    "Sandbox decisions counted but not sent to user space: the workload's kernel event "
-    "budget was spent.", registry=REGISTRY)
+    "Sandbox decisions counted but not sent to user space: the workload's or the node's "
+    "kernel event budget was spent.", registry=REGISTRY)
 SANDBOX_UNTRACKED = Counter(
     "manul_sandbox_untracked_total",
     "Sandbox decisions in manul_sandbox_decisions_total but missing from "
