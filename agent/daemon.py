@@ -38,6 +38,7 @@ from agent.baseline.store import DEFAULT_STATE_DIR
 from agent.decision.facts import NodeFacts
 from agent.decision.server import DEFAULT_SOCKET, DecisionServer, ServerConfig
 from agent.decision.sources import Sources
+from agent.discovery.publish import ClusterView
 from agent.discovery.quarantine import Quarantine, addr_key, pinned_cgroups, resolve_hosts
 from agent.discovery.sensor import TlsSensor
 from agent.discovery.service import Discovery, Observation
@@ -98,6 +99,7 @@ class DaemonConfig:
     baseline: Mode = Mode.REGISTERED  # whose behaviour is learned (off, registered, all)
     baseline_learn: float = 1800.0  # seconds of learning per agent before detection
     state_dir: Path = DEFAULT_STATE_DIR  # where baselines are kept across restarts
+    cluster_view: bool = True  # cluster mode: publish DiscoveredAgents and Agent status
 
     @property
     def decision_point(self) -> bool:
@@ -133,9 +135,12 @@ class Daemon:
         self.mechanisms: list[Mechanism] = []
         self.source: FileSource | KubeSource
         pods: PodSource | None = None
+        self.view: ClusterView | None = None
         if config.kubernetes:
             self.source = KubeSource()
             node = config.node or os.environ.get("NODE_NAME") or socket.gethostname()
+            if config.cluster_view:  # the same client as the registry's informers
+                self.view = ClusterView(self.source.api, node)
             kube_pods = KubePods(node)
             kube_pods.start()
             pods = kube_pods
@@ -282,6 +287,9 @@ class Daemon:
             log.info("ext_authz decisions on unix:%s", self.config.authz_socket)
         sandbox_thread: threading.Thread | None = None
         baseline_thread: threading.Thread | None = None
+        if self.view is not None:
+            threading.Thread(target=self.view.run, args=(self.stop_event,),
+                             name="cluster-view", daemon=True).start()
         try:
             if self.sandbox is not None:
                 status = self.sandbox.start()
@@ -341,6 +349,8 @@ class Daemon:
                         workload=obs.workload, provider=obs.match.provider, sni=obs.sni,
                         destination=f"{hs.dst}:{hs.dport}", pid=hs.tgid, process=obs.exe,
                         ja4=obs.ja4, gateway=obs.match.gateway)
+                if obs is not None and self.view is not None:
+                    self.view.observe(obs)
                 if obs is not None and self.on_observation is not None:
                     self.on_observation(obs)
             if self.quarantine is not None:

@@ -80,6 +80,9 @@ from agent.telemetry.throttle import DEFAULT_BURST, DEFAULT_RATE, DEFAULT_WINDOW
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
               default=DEFAULT_STATE_DIR, show_default=True, envvar="MANUL_STATE_DIR",
               help="Where learned baselines are kept across restarts.")
+@click.option("--no-cluster-view", is_flag=True,
+              help="Cluster mode: do not publish what discovery sees (a DiscoveredAgent "
+                   "per shadow agent, the status of Agent records).")
 @click.option("--pin-root", type=click.Path(path_type=Path), default=PIN_ROOT, hidden=True,
               envvar="MANUL_PIN_ROOT", help="bpffs directory of the pinned state.")
 @agent_options
@@ -91,7 +94,7 @@ def run(ctx: click.Context, registry: Path | None, listen: str, audit_log: str,
         pods_file: Path | None, trust_domain: str,
         policies: Path | None, authz_socket: Path,
         no_sandbox: bool, no_authz: bool, baseline: str, baseline_learn: float,
-        state_dir: Path, pin_root: Path,
+        state_dir: Path, no_cluster_view: bool, pin_root: Path,
         quarantine_shadow: bool, allow: tuple[str, ...]) -> None:
     """Run Manul's node agent in the foreground until Ctrl-C.
 
@@ -119,7 +122,8 @@ def run(ctx: click.Context, registry: Path | None, listen: str, audit_log: str,
                                      sandbox=not no_sandbox, pin_root=pin_root,
                                      authz=not no_authz,
                                      authz_socket=authz_socket, baseline=Mode(baseline),
-                                     baseline_learn=baseline_learn, state_dir=state_dir),
+                                     baseline_learn=baseline_learn, state_dir=state_dir,
+                                     cluster_view=not no_cluster_view),
                         on_observation=lambda o: _print(out, o),
                         on_anomaly=lambda a: _print_anomaly(out, a))
     except ManulError as e:

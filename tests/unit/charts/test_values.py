@@ -55,5 +55,5 @@ def test_chart_metadata() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["apiVersion"] == "v2" and chart["name"] == "manul"
     assert sorted(p.name for p in (CHART / "crds").glob("*.yaml")) == [
-        "agents.yaml", "llmproviders.yaml", "mcpservers.yaml", "policies.yaml",
-        "serviceidentities.yaml"]
+        "agents.yaml", "discoveredagents.yaml", "llmproviders.yaml", "mcpservers.yaml",
+        "policies.yaml", "serviceidentities.yaml"]

@@ -75,3 +75,12 @@ def test_what_the_parser_refuses_the_crd_refuses(kind: str, spec: dict[str, Any]
         parse_record(record, "test")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(record, _schema(kind))
+
+
+def test_the_cluster_view_crd_is_a_valid_kubernetes_object() -> None:
+    """DiscoveredAgent is written by Manul, not a registry record (its objects are
+    checked against this schema in tests/unit/discovery/test_publish.py)."""
+    doc = yaml.safe_load((CRDS / "discoveredagents.yaml").read_text())
+    kubernetes_validate.validate(doc, "1.30", strict=True)
+    assert doc["spec"]["versions"][0]["subresources"] == {"status": {}}
+    assert _crd("Agent")["spec"]["versions"][0]["subresources"] == {"status": {}}
