@@ -94,6 +94,7 @@ class DaemonConfig:
     # mode); None: the registry's Policy records.
     policies: Path | None = None
     authz_socket: Path = DEFAULT_SOCKET
+    authz_socket_group: int | None = None  # gid that may use the socket (the gateway's)
     pin_root: Path = PIN_ROOT  # bpffs directory of the pinned state (sandbox, quarantine)
     authz: bool = True  # False: never serve ext_authz
     baseline: Mode = Mode.REGISTERED  # whose behaviour is learned (off, registered, all)
@@ -196,6 +197,7 @@ class Daemon:
         self.http = HttpServer(config.listen) if config.listen else None
         if self.http is not None:
             self.http.add_route("/healthz", self._healthz)
+            self.http.add_route("/livez", self._livez)
             self.http.add_route("/inventory",
                                 lambda: (200, self.discovery.inventory.to_json()))
         self.authz: DecisionServer | None = None
@@ -203,7 +205,8 @@ class Daemon:
         self.tracing = provider_from_env()
         if config.decision_point:
             self.authz = DecisionServer(
-                ServerConfig(socket=config.authz_socket, http=""), facts=self.facts,
+                ServerConfig(socket=config.authz_socket, http="",
+                             socket_group=config.authz_socket_group), facts=self.facts,
                 sources=Sources(self.source, self.policy_set, poll_registry=False),
                 http=self.http, audit=self.audit, tracer_provider=self.tracing)
         self.started_at = 0.0
@@ -211,6 +214,7 @@ class Daemon:
         # per BPF object: events delivered from its ring buffer and its error
         # counters (ringbuf_full: events lost), as last exported
         self.ring_stats: dict[str, dict[str, Any]] = {}
+        self._heartbeat = 0.0  # monotonic: the main loop's last turn (/livez)
         self._drop_logged: dict[str, float] = {}  # object -> when a drop may be logged again
         self._q_exported: dict[int, int] = {}  # cgroup -> refusals exported
 
@@ -261,6 +265,15 @@ class Daemon:
                         else None),
             "audit": self._audit_health(),
         }
+
+    def _livez(self) -> tuple[int, Any]:
+        """Liveness (the chart's liveness and startup probes): the main loop turned
+        within the last 30 s. Not readiness: a decision point without policies is
+        alive, and restarting it would not help (that is /healthz)."""
+        age = time.monotonic() - self._heartbeat if self._heartbeat else None
+        ok = self.started_at > 0 and age is not None and age < 30.0 \
+            and not self.stop_event.is_set()
+        return (200 if ok else 503), {"ok": ok, "loop_age_s": round(age, 1) if age else None}
 
     def _audit_health(self) -> dict[str, Any] | None:
         if self.audit is None:
@@ -340,6 +353,7 @@ class Daemon:
         last_poll = time.monotonic()
         self._export_counters(sensor)  # /healthz has every object's counters from the start
         while not self.stop_event.is_set():
+            self._heartbeat = time.monotonic()
             for hs in sensor.poll(0.1):
                 obs = self.discovery.handle(hs)
                 if obs is not None and self.baseline is not None:

@@ -4,6 +4,7 @@ a file named on the command line. One definition, so they cannot drift apart."""
 
 from __future__ import annotations
 
+import grp
 import signal
 import threading
 from collections.abc import Callable
@@ -93,3 +94,13 @@ def parse_duration(ctx: click.Context | None, param: click.Parameter | None,
     if not 0 < seconds < float("inf"):
         raise click.BadParameter(f"`{value}`: give a duration such as 90s, 30m, 2h or 1d")
     return seconds
+
+
+def group_id(value: str) -> int:
+    """A group by name or gid (click.BadParameter when there is no such group)."""
+    if value.isdigit():
+        return int(value)
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        raise click.BadParameter(f"no group `{value}`") from None

@@ -6,7 +6,6 @@ and a policy folder, reloading both when they change, until SIGINT/SIGTERM.
 
 from __future__ import annotations
 
-import grp
 import logging
 import pwd
 import signal
@@ -16,20 +15,12 @@ from types import FrameType
 
 import click
 
+from agent.commands._options import group_id
 from agent.decision.server import DEFAULT_SOCKET, DecisionServer, ServerConfig
 from agent.errors import ManulError
 from agent.telemetry.tracing import JsonLinesExporter, make_provider, provider_from_env
 
 log = logging.getLogger(__name__)
-
-
-def _gid(value: str) -> int:
-    if value.isdigit():
-        return int(value)
-    try:
-        return grp.getgrnam(value).gr_gid
-    except KeyError:
-        raise click.BadParameter(f"no group `{value}`") from None
 
 
 def _uid(value: str) -> int:
@@ -116,9 +107,9 @@ def serve(socket_path: Path, registry: Path, policies: Path, socket_group: str |
     """
     config = ServerConfig(
         registry=registry, policies=policies, socket=socket_path,
-        socket_group=_gid(socket_group) if socket_group else None,
+        socket_group=group_id(socket_group) if socket_group else None,
         allow_uids=frozenset(_uid(u) for u in allow_uid) if allow_uid else None,
-        allow_gids=frozenset(_gid(g) for g in allow_gid) if allow_gid else None,
+        allow_gids=frozenset(group_id(g) for g in allow_gid) if allow_gid else None,
         http=http_addr, issuer=issuer, audiences=audience, leeway=leeway,
         token_lifetime=token_lifetime, key_file=key_file, rotate_every=rotate_every,
         trusted_issuers=_trusted(trust_issuer), jwt_metadata_key=jwt_metadata_key,

@@ -12,7 +12,13 @@ from rich.markup import escape
 from agent.baseline.service import Anomaly, Mode
 from agent.baseline.store import DEFAULT_STATE_DIR
 from agent.commands._discovery_view import observation_line
-from agent.commands._options import agent_options, parse_duration, parse_size, stop_on_signals
+from agent.commands._options import (
+    agent_options,
+    group_id,
+    parse_duration,
+    parse_size,
+    stop_on_signals,
+)
 from agent.daemon import Daemon, DaemonConfig
 from agent.discovery.service import Observation
 from agent.errors import ManulError
@@ -65,6 +71,9 @@ from agent.telemetry.throttle import DEFAULT_BURST, DEFAULT_RATE, DEFAULT_WINDOW
 @click.option("--authz-socket", type=click.Path(path_type=Path), default="/run/manul/authz.sock",
               show_default=True, help="The decision point's Unix socket (with --policies, "
                                       "and in cluster mode).")
+@click.option("--authz-socket-group", default=None, metavar="GROUP",
+              help="Group (name or gid) owning the decision point's socket: the gateway's "
+                   "pods join it (supplementalGroups) to connect. Default: root's.")
 @click.option("--no-sandbox", is_flag=True,
               help="Do not enforce the registry's sandboxes (Agent spec.sandbox).")
 @click.option("--no-authz", is_flag=True,
@@ -92,7 +101,7 @@ def run(ctx: click.Context, registry: Path | None, listen: str, audit_log: str,
         audit_burst: int, event_rate: int, event_burst: int, event_node_rate: int,
         kubernetes: bool, node: str,
         pods_file: Path | None, trust_domain: str,
-        policies: Path | None, authz_socket: Path,
+        policies: Path | None, authz_socket: Path, authz_socket_group: str | None,
         no_sandbox: bool, no_authz: bool, baseline: str, baseline_learn: float,
         state_dir: Path, no_cluster_view: bool, pin_root: Path,
         quarantine_shadow: bool, allow: tuple[str, ...]) -> None:
@@ -121,7 +130,10 @@ def run(ctx: click.Context, registry: Path | None, listen: str, audit_log: str,
                                      trust_domain=trust_domain, policies=policies,
                                      sandbox=not no_sandbox, pin_root=pin_root,
                                      authz=not no_authz,
-                                     authz_socket=authz_socket, baseline=Mode(baseline),
+                                     authz_socket=authz_socket,
+                                     authz_socket_group=(group_id(authz_socket_group)
+                                                         if authz_socket_group else None),
+                                     baseline=Mode(baseline),
                                      baseline_learn=baseline_learn, state_dir=state_dir,
                                      cluster_view=not no_cluster_view),
                         on_observation=lambda o: _print(out, o),

@@ -47,6 +47,7 @@ from agent.registry import FileSource
 from agent.registry.policyset import PolicyFolder
 from agent.telemetry.audit import AuditLog
 from agent.telemetry.http import HttpServer
+from agent.telemetry.metrics import AUTHZ_SERVING
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,7 @@ class DecisionServer:
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in ("", SERVICE_NAME):
             self.health.set(name, status)
+        AUTHZ_SERVING.set(1 if self.serving else 0)
 
     def health_detail(self) -> tuple[bool, dict[str, Any]]:
         snap = self.sources.snapshot

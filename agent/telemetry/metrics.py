@@ -73,6 +73,10 @@ SANDBOX_UNTRACKED = Counter(
 # -- decision point ----------------------------------------------------------
 AUTHZ_DECISIONS = Counter(
     "manul_authz_decisions_total", "ext_authz decisions.", ["decision"], registry=REGISTRY)
+AUTHZ_SERVING = Gauge(
+    "manul_authz_serving",
+    "1 while the decision point can answer (a policy set is loaded and its socket accepts), "
+    "else 0.", registry=REGISTRY)
 AUTHZ_LATENCY = Histogram(
     "manul_authz_decision_seconds", "Time to decide one ext_authz Check.",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),

@@ -81,6 +81,9 @@ def test_manul_run_shows_a_shell_https_call(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert health["ok"] and health["discovery"]["llm"] >= 1
         assert tls["delivered"] >= 1 and tls["ringbuf_full"] == 0, health["kernel"]
+        with urllib.request.urlopen("http://127.0.0.1:19464/livez", timeout=5) as resp:
+            live = json.load(resp)  # the chart's liveness probe: the main loop turns
+        assert resp.status == 200 and live["ok"] and live["loop_age_s"] < 30, live
         with urllib.request.urlopen("http://127.0.0.1:19464/metrics", timeout=5) as resp:
             text = resp.read().decode()
         assert 'manul_llm_handshakes_total{classification=' in text
@@ -121,6 +124,12 @@ def test_healthz_answers_for_the_embedded_decision_point(tmp_path: Path) -> None
         d.authz.gate._set_accepting(False)  # what the accept loop does on EMFILE
         code, body = d._healthz()
         assert code == 503 and body["authz"]["socket"]["accepting"] is False
+        from agent.telemetry.metrics import AUTHZ_SERVING
+        assert AUTHZ_SERVING._value.get() == 0  # what the chart's alert watches
+        # not ready, but alive: the liveness probe does not restart it for this
+        assert d._livez()[0] == 503  # (the main loop never turned here)
+        d._heartbeat = time.monotonic()
+        assert d._livez()[0] == 200
     finally:
         d.authz.stop()
 

@@ -7,6 +7,7 @@ No Helm binary exists on the development machines; these checks are what
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,16 @@ def test_default_values_fit_the_schema() -> None:
     (("decision", "socketDir"), "relative/dir"),
     (("discovery", "quarantineShadw"), True),
     (("trustDomain",), "Not A Domain"),
+    (("securityContext", "mode"), "root"),
+    (("securityContext", "extraCapabilities"), ["cap_sys_admin"]),
+    (("events", "rate"), -1),
+    (("auditLog", "maxSize"), "lots"),
+    (("auditLog", "window"), "soon"),
+    (("otel", "endpoint"), "grpc:collector"),
+    (("baseline", "mode"), "some"),
+    (("updateStrategy", "maxUnavailable"), 0),
+    (("decision", "socketGroup"), -5),
+    (("metrics", "serviceMonitor", "enabled"), "yes"),
 ])
 def test_schema_refuses(path: tuple[str, ...], value: object) -> None:
     values = _values()
@@ -57,3 +68,65 @@ def test_chart_metadata() -> None:
     assert sorted(p.name for p in (CHART / "crds").glob("*.yaml")) == [
         "agents.yaml", "discoveredagents.yaml", "llmproviders.yaml", "mcpservers.yaml",
         "policies.yaml", "serviceidentities.yaml"]
+
+
+DOC_METRICS = Path(__file__).parents[3] / "docs" / "metrics.md"
+TEMPLATES = CHART / "templates"
+
+
+def _documented() -> set[str]:
+    return set(re.findall(r"^\| `(manul_[a-z0-9_]+)` \|", DOC_METRICS.read_text(), re.M))
+
+
+def _named(text: str) -> set[str]:
+    """Metric names in PromQL, histogram series folded into their metric."""
+    return {re.sub(r"_(bucket|sum|count)$", "", m)
+            for m in re.findall(r"\bmanul_[a-z0-9_]+", text)}
+
+
+def test_alerts_reference_metrics_that_exist() -> None:
+    text = (TEMPLATES / "prometheusrule.yaml").read_text()
+    named = _named(text)
+    assert named and named <= _documented(), named - _documented()
+    for alert in ("ManulShadowAgentSeen", "ManulSandboxDenials", "ManulAnomaly",
+                  "ManulDecisionPointNotServing", "ManulRingBufferDrops"):
+        assert f"alert: {alert}" in text
+
+
+def test_the_dashboard_is_json_and_references_metrics_that_exist() -> None:
+    doc = json.loads((CHART / "dashboards" / "manul.json").read_text())
+    exprs = [t["expr"] for p in doc["panels"] for t in p["targets"]]
+    named = _named("\n".join(exprs))
+    assert len(named) >= 10 and named <= _documented(), named - _documented()
+    assert len({p["id"] for p in doc["panels"]}) == len(doc["panels"])
+
+
+def _paths(node: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    out = {prefix} if prefix else set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out |= _paths(v, (*prefix, k))
+    return out
+
+
+def test_every_value_a_template_reads_is_in_values_yaml() -> None:
+    """No Helm here to render the templates (no Go template engine with Helm's
+    functions installs from the package registries: docs/deployment.md): this at
+    least catches a template reading a value that does not exist."""
+    known = _paths(_values())
+    used = set()
+    for f in TEMPLATES.iterdir():
+        for ref in re.findall(r"\.Values((?:\.[A-Za-z0-9_]+)+)", f.read_text()):
+            used.add(tuple(ref.strip(".").split(".")))
+    assert used and used <= known, used - known
+
+
+def test_rbac_allows_what_the_agent_does_and_no_more() -> None:
+    text = (TEMPLATES / "rbac.yaml").read_text()
+    rules = next(d for d in yaml.safe_load_all(re.sub(r"\{\{[^}]*\}\}", "x", text))
+             if d and d["kind"] == "ClusterRole")["rules"]
+    grants = {(r, v) for rule in rules for r in rule["resources"] for v in rule["verbs"]}
+    assert ("discoveredagents", "create") in grants
+    assert ("discoveredagents/status", "patch") in grants and ("agents/status", "patch") in grants
+    assert not {v for _, v in grants} & {"delete", "deletecollection", "update", "*"}
+    assert ("agents", "patch") not in grants  # only their status
