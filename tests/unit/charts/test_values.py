@@ -1,7 +1,7 @@
 """The chart's values: values.yaml fits values.schema.json, and the schema refuses mistakes.
 
-No Helm binary exists on the development machines; these checks are what
-`helm lint` would do with the schema.
+Helm itself enforces the schema too (test_render.py); these say which
+mistakes it must refuse.
 """
 
 from __future__ import annotations
@@ -110,9 +110,8 @@ def _paths(node: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
 
 
 def test_every_value_a_template_reads_is_in_values_yaml() -> None:
-    """No Helm here to render the templates (no Go template engine with Helm's
-    functions installs from the package registries: docs/deployment.md): this at
-    least catches a template reading a value that does not exist."""
+    """A template reading a value that does not exist renders as nothing, silently
+    (Helm does not complain): caught here."""
     known = _paths(_values())
     used = set()
     for f in TEMPLATES.iterdir():
