@@ -15,14 +15,15 @@ COPY Makefile pyproject.toml requirements.lock ./
 COPY bpf/ bpf/
 # BPF objects only (bpf/include/vmlinux.h is committed: CO-RE, no kernel headers)
 RUN make $(for f in bpf/*.bpf.c; do n=$(basename "$f" .bpf.c); echo "build/bpf/$n.bpf.o"; done)
-RUN python3 -m venv /opt/manul/venv \
- && /opt/manul/venv/bin/pip install -q --no-cache-dir -r requirements.lock \
- && otel=$(grep -i '^opentelemetry-proto==' requirements.lock) \
- && /opt/manul/venv/bin/pip install -q --no-cache-dir --no-deps --force-reinstall "$otel"
 COPY agent/ agent/
 COPY compiler/ compiler/
 COPY README.md ./
-RUN /opt/manul/venv/bin/pip install -q --no-cache-dir --no-deps . \
+# the runtime dependencies only, at the versions requirements.lock pins (no test
+# tools); the current OpenTelemetry protos last (xds-protos bundles an old copy)
+RUN python3 -m venv /opt/manul/venv \
+ && /opt/manul/venv/bin/pip install -q --no-cache-dir -c requirements.lock . \
+ && otel=$(grep -i '^opentelemetry-proto==' requirements.lock) \
+ && /opt/manul/venv/bin/pip install -q --no-cache-dir --no-deps --force-reinstall "$otel" \
  && mkdir -p /opt/manul/bpf && cp build/bpf/*.bpf.o /opt/manul/bpf/
 
 FROM debian:12-slim

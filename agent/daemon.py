@@ -393,7 +393,7 @@ class Daemon:
         changed = self.source.poll()
         if self.audit is None:
             return changed
-        if changed:
+        if changed and self.source.registry.digest() != before.digest():
             after = self.source.registry
             self.audit.write("registry-reloaded", source=self._registry_origin(),
                              digest_before=before.digest(), digest_after=after.digest(),

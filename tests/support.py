@@ -735,3 +735,26 @@ def baseline_agent_registry(base: Path, cg_name: str, extra: str = "") -> Path:
             - cgroup: /{cg_name}
         """) + extra)
     return d
+
+
+@contextlib.contextmanager
+def custom_objects_api(handler: Any) -> Any:
+    """A local stand-in for the API server (`handler`: a BaseHTTPRequestHandler class
+    speaking its protocol) and the real `kubernetes` client's CustomObjectsApi on it."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from kubernetes import client
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    cfg = client.Configuration()
+    cfg.host = f"http://127.0.0.1:{httpd.server_address[1]}"
+    api_client = client.ApiClient(cfg)
+    try:
+        yield client.CustomObjectsApi(api_client)
+    finally:
+        api_client.close()
+        httpd.shutdown()
+        httpd.server_close()

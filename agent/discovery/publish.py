@@ -47,6 +47,12 @@ TIMEOUT = 5.0  # seconds per API call
 MAX_ITEMS = 32  # per list in one node's part: a workload with more is summarised
 
 
+def _shape(summary: dict[str, Any]) -> dict[str, Any]:
+    """What makes a summary stale: not the times (they move on every node's write,
+    and rewriting for them would multiply writes by the nodes)."""
+    return {k: v for k, v in summary.items() if k not in ("firstSeen", "lastSeen")}
+
+
 def _stamp(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -59,27 +65,48 @@ class _Seen:
     namespace: str
     name: str
     classification: str = ""
-    providers: set[str] = field(default_factory=set)
-    hosts: set[str] = field(default_factory=set)
-    ja4: set[str] = field(default_factory=set)
-    processes: set[str] = field(default_factory=set)
-    pods: set[str] = field(default_factory=set)
+    # each the MAX_ITEMS most recent, oldest first (a CronJob's pods come and go)
+    providers: dict[str, None] = field(default_factory=dict)
+    hosts: dict[str, None] = field(default_factory=dict)
+    ja4: dict[str, None] = field(default_factory=dict)
+    processes: dict[str, None] = field(default_factory=dict)
+    pods: dict[str, None] = field(default_factory=dict)
     first: float = 0.0
     last: float = 0.0
-    novel: bool = True  # something new since the last write
+    gen: int = 1  # bumped by every new fact
+    written_gen: int = 0  # the generation last written
+    resummarise: bool = False  # the summary was stale: write it once more
     written_at: float = -1e18  # monotonic
     written_last: float = 0.0  # the lastSeen last written
+    fetched: bool = False  # the object was read once (a restarted node keeps firstSeen)
     created: bool = False
     others: dict[str, Any] = field(default_factory=dict)  # other nodes' parts, last seen
+    first_stamp: str = ""  # this node's firstSeen as stored, when older than `first`
+
+    @property
+    def novel(self) -> bool:
+        return self.gen != self.written_gen or self.resummarise
 
     def part(self) -> dict[str, Any]:
+        first = _stamp(self.first)
         return {"classification": self.classification,
-                "providers": sorted(self.providers)[:MAX_ITEMS],
-                "hostNames": sorted(self.hosts)[:MAX_ITEMS],
-                "ja4": sorted(self.ja4)[:MAX_ITEMS],
-                "processes": sorted(self.processes)[:MAX_ITEMS],
-                "pods": sorted(self.pods)[:MAX_ITEMS],
-                "firstSeen": _stamp(self.first), "lastSeen": _stamp(self.last)}
+                "providers": sorted(self.providers), "hostNames": sorted(self.hosts),
+                "ja4": sorted(self.ja4), "processes": sorted(self.processes),
+                "pods": sorted(self.pods),
+                "firstSeen": min(first, self.first_stamp) if self.first_stamp else first,
+                "lastSeen": _stamp(self.last)}
+
+
+def _remember(recent: dict[str, None], item: str) -> bool:
+    """Keep `item` among the MAX_ITEMS most recent; True when it was not there."""
+    if not item:
+        return False
+    new = item not in recent
+    recent.pop(item, None)
+    recent[item] = None
+    while len(recent) > MAX_ITEMS:
+        del recent[next(iter(recent))]
+    return new
 
 
 @dataclass
@@ -126,22 +153,16 @@ class ClusterView:
             if s is None:
                 s = self._seen[key] = _Seen(*key, first=now)
             cls = str(obs.classification)
-            new = (cls != s.classification or obs.match.provider not in s.providers
-                   or (obs.sni and obs.sni not in s.hosts)
-                   or (obs.ja4 and obs.ja4 not in s.ja4)
-                   or (obs.exe and obs.exe not in s.processes) or w.pod not in s.pods)
+            new = cls != s.classification
             s.classification = cls
-            s.providers.add(obs.match.provider)
-            if obs.sni:
-                s.hosts.add(obs.sni)
-            if obs.ja4:
-                s.ja4.add(obs.ja4)
-            if obs.exe:
-                s.processes.add(obs.exe)
-            if w.pod:
-                s.pods.add(w.pod)
+            new |= _remember(s.providers, obs.match.provider)
+            new |= _remember(s.hosts, obs.sni)
+            new |= _remember(s.ja4, obs.ja4)
+            new |= _remember(s.processes, obs.exe)
+            new |= _remember(s.pods, w.pod)
             s.last = max(s.last, now)
-            s.novel |= bool(new)
+            if new:
+                s.gen += 1
 
     def run(self, stop: threading.Event, every: float = 1.0) -> None:
         """Flush once a second until `stop` (the daemon's publisher thread: API calls
@@ -172,14 +193,18 @@ class ClusterView:
         from urllib3.exceptions import HTTPError
 
         key = (s.kind, s.namespace, s.name)
-        with self._lock:
-            part = s.part()
-            novel, last = s.novel, s.last
         try:
+            if not s.fetched:
+                self._fetch(s)
+            with self._lock:
+                part = s.part()
+                gen, last = s.gen, s.last
             if s.kind == "DiscoveredAgent" and not s.created:
                 self._create(s)
             obj = self._patch(s, part)
         except (ApiException, HTTPError, OSError, ValueError) as e:
+            if isinstance(e, ApiException) and e.status == 404 and s.kind == "DiscoveredAgent":
+                s.created = s.fetched = False  # deleted meanwhile: made again next time
             self.stats.errors += 1
             why = f"{getattr(e, 'status', '')} {getattr(e, 'reason', '') or e}".strip()
             if self._failed.get(key) != why:
@@ -195,14 +220,34 @@ class ClusterView:
             others = {k: v for k, v in nodes.items() if k != self.node}
             # the summary was made from the other nodes as last seen: when they moved
             # meanwhile, write it again (after `interval`) so that it converges
-            stale = self._summary(others, part) != self._summary(s.others, part)
+            stale = _shape(self._summary(others, part)) != _shape(self._summary(s.others, part))
             s.others = others
             s.written_at = now
             s.written_last = last
-            if s.novel == novel:
-                s.novel = stale
+            s.written_gen = gen
+            s.resummarise = stale
         self.stats.writes += 1
         return True
+
+    def _fetch(self, s: _Seen) -> None:
+        """Read the object once: the other nodes' parts, and this node's own firstSeen
+        from before a restart (kept when older)."""
+        from kubernetes.client.exceptions import ApiException
+
+        plural = DISCOVERED if s.kind == "DiscoveredAgent" else AGENTS
+        try:
+            obj = self.api.get_namespaced_custom_object(GROUP, VERSION, s.namespace, plural,
+                                                        s.name, _request_timeout=TIMEOUT)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            obj = None
+        nodes = ((obj or {}).get("status") or {}).get("nodes") or {}
+        with self._lock:
+            s.others = {k: v for k, v in nodes.items() if k != self.node}
+            s.first_stamp = (nodes.get(self.node) or {}).get("firstSeen", "")
+            s.created = obj is not None
+            s.fetched = True
 
     def _create(self, s: _Seen) -> None:
         from kubernetes.client.exceptions import ApiException

@@ -101,7 +101,7 @@ class KubeSource:
     # -- the cache ------------------------------------------------------------
 
     def _on_list(self, kind: str, doc: Mapping[str, Any]) -> None:
-        items = {_key(item): item for item in doc.get("items") or []}
+        items = {_key(item): _record(item) for item in doc.get("items") or []}
         with self._lock:
             if items != self._items[kind]:
                 self._items[kind] = items
@@ -115,8 +115,10 @@ class KubeSource:
             if event.get("type") == "DELETED":
                 self._dirty |= self._items[kind].pop(_key(obj), None) is not None
             elif event.get("type") in ("ADDED", "MODIFIED"):
-                self._items[kind][_key(obj)] = obj
-                self._dirty = True
+                rec = _record(obj)
+                if self._items[kind].get(_key(obj)) != rec:  # not a status-only change
+                    self._items[kind][_key(obj)] = rec
+                    self._dirty = True
 
     def _build(self) -> Registry:
         with self._lock:
@@ -154,6 +156,15 @@ class KubeSource:
         """Lists and watches opened so far, per kind (for tests and /healthz)."""
         return {f"{k}.lists": i.lists for k, i in self.informers.items()} | {
             f"{k}.watches": i.watches for k, i in self.informers.items()}
+
+
+def _record(item: Mapping[str, Any]) -> dict[str, Any]:
+    """What the registry reads of an object: not its `status` (the cluster view writes
+    it, every node, often) nor the server's bookkeeping, so that those changes never
+    make a new snapshot."""
+    meta = {k: v for k, v in (item.get("metadata") or {}).items()
+            if k not in ("resourceVersion", "managedFields", "generation")}
+    return {k: v for k, v in item.items() if k != "status"} | {"metadata": meta}
 
 
 def _key(item: Mapping[str, Any]) -> str:

@@ -102,7 +102,7 @@ def test_defaults_are_what_a_platform_team_expects() -> None:
     c = _agent(docs)
     assert c["startupProbe"]["httpGet"]["path"] == "/livez"
     assert c["livenessProbe"]["httpGet"]["path"] == "/livez"
-    assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/livez"  # no policy: not a stalled rollout
     env = {e["name"]: e for e in c["env"]}
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert c["securityContext"] == {"privileged": True}
@@ -115,7 +115,11 @@ def test_everything_on_renders_as_asked() -> None:
     sc = c["securityContext"]
     assert sc["privileged"] is False and sc["capabilities"]["drop"] == ["ALL"]
     assert set(sc["capabilities"]["add"]) == {"BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE",
-                                             "SYS_PTRACE", "DAC_READ_SEARCH", "SYS_ADMIN"}
+                                             "SYS_PTRACE", "DAC_READ_SEARCH", "CHOWN",
+                                             "SYS_ADMIN"}
+    assert sc["appArmorProfile"] == {"type": "Unconfined"}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["securityfs"]["readOnly"] and mounts["tracefs"]["readOnly"]
     bpffs = next(m for m in c["volumeMounts"] if m["name"] == "bpffs")
     assert bpffs["mountPropagation"] == "HostToContainer"  # Bidirectional needs privileged
     env = {e["name"]: e.get("value") for e in c["env"]}
@@ -133,6 +137,19 @@ def test_everything_on_renders_as_asked() -> None:
     dash = by_kind(docs)["ConfigMap"]
     assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert yaml.safe_load(dash["data"]["manul.json"])["uid"] == "manul-overview"
+
+
+def test_no_decision_point_no_decision_point_alert() -> None:
+    """`manul_authz_serving` is 0 where no decision point runs: its alert is only
+    there when the chart runs one."""
+    on = render("metrics.prometheusRule.enabled=true")
+    off = render("metrics.prometheusRule.enabled=true", "decision.enabled=false")
+
+    def alerts(docs: list[dict[str, Any]]) -> set[str]:
+        return {r["alert"] for r in by_kind(docs)["PrometheusRule"]["spec"]["groups"][0]["rules"]}
+
+    assert "ManulDecisionPointNotServing" in alerts(on)
+    assert "ManulDecisionPointNotServing" not in alerts(off) and "ManulAnomaly" in alerts(off)
 
 
 @pytest.mark.parametrize("bad", ["securityContext.mode=root", "events.rate=-1",

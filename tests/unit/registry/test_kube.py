@@ -16,15 +16,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from kubernetes import client
 
 from agent.errors import RegistryError
 from agent.registry.kube import GROUP, PLURALS, VERSION, KubeSource
+from tests.support import custom_objects_api
 
 AGENT = {"metadata": {"name": "analyst", "namespace": "finance", "uid": "x",
                       "resourceVersion": "7"},
@@ -116,17 +116,9 @@ class StandIn:
 @pytest.fixture
 def cluster() -> Iterator[tuple[StandIn, Any]]:
     state = StandIn()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), state.handler())
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    cfg = client.Configuration()
-    cfg.host = f"http://127.0.0.1:{httpd.server_address[1]}"
-    api_client = client.ApiClient(cfg)
-    yield state, client.CustomObjectsApi(api_client)
-    state.closing.set()
-    api_client.close()
-    httpd.shutdown()
-    httpd.server_close()
+    with custom_objects_api(state.handler()) as api:
+        yield state, api
+        state.closing.set()  # ends the open watch streams
 
 
 def _until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -223,3 +215,27 @@ def test_missing_crd_says_what_to_install(cluster: tuple[StandIn, Any]) -> None:
     state.missing.add("policies")
     with pytest.raises(RegistryError, match=r"`policies\.manul\.dev` CRD is not installed"):
         KubeSource(api, watch=False)
+
+
+def test_a_status_only_change_makes_no_new_snapshot(cluster: tuple[StandIn, Any]) -> None:
+    """The cluster view writes Agent status from every node: those events must not make
+    every node rebuild its registry (nor audit a reload)."""
+    state, api = cluster
+    state.items["agents"] = [AGENT]
+    src = KubeSource(api, watch_seconds=5, retry_seconds=0.05)
+    seen: list[Any] = []
+    inf = src.informers["Agent"]
+    handle = inf.on_event
+    inf.on_event = lambda ev: (seen.append(ev), handle(ev))
+    try:
+        before = src.registry
+        status = {**AGENT, "status": {"nodes": {"node-a": {"classification": "registered"}}}}
+        state.send("agents", "MODIFIED", status)
+        assert _until(lambda: len(seen) >= 1)
+        assert src.poll() is False and src.registry is before
+        changed = {**AGENT, "spec": {**AGENT["spec"], "team": "risk"}}  # positive control
+        state.send("agents", "MODIFIED", changed)
+        assert _until(src.poll)
+        assert src.registry.agents[0].team == "risk"
+    finally:
+        src.stop()
