@@ -9,11 +9,14 @@ In cluster mode every node publishes its sightings of LLM callers:
 - a registered `Agent` gets the same facts in its `status`.
 
 Each node writes only its own part, `status.nodes.<node>` (classification,
-providers, host names, JA4 fingerprints, processes, pods, first and last
-seen), with a JSON merge patch on the status subresource, so nodes never
-overwrite each other; the top-level summary (`classification`, `providers`,
-`nodeCount`, `firstSeen`, `lastSeen`: the printer columns) is the union of
-the nodes as this node last saw them. Writes are bounded: an object is
+providers, host names, JA4 fingerprints, processes, pods: the 32 most recent
+of each; first and last seen), with a JSON merge patch on the status
+subresource, so nodes never overwrite each other; it reads the object once
+first (the other parts; its own `firstSeen` from before a restart), and makes
+it again if it was deleted. The top-level summary (`classification`,
+`providers`, `nodeCount`, `firstSeen`, `lastSeen`: the printer columns) is the
+union of the nodes as this node last saw them, written once more when other
+providers or nodes appeared meanwhile. Writes are bounded: an object is
 written when something new was seen (a provider, host name, fingerprint,
 process or pod), at most once every `interval` seconds, and otherwise only to
 advance `lastSeen`, at most once every `refresh` seconds. An API error is
