@@ -216,7 +216,6 @@ class Daemon:
         self.ring_stats: dict[str, dict[str, Any]] = {}
         self._heartbeat = 0.0  # monotonic: the main loop's last turn (/livez)
         self._drop_logged: dict[str, float] = {}  # object -> when a drop may be logged again
-        self._q_exported: dict[int, int] = {}  # cgroup -> refusals exported
 
     def registry(self) -> Registry:
         return self.source.registry
@@ -516,36 +515,10 @@ class Daemon:
                 max(0, consumed - self._exported.get(f"{name}:consumed", 0)))
             self._exported[f"{name}:consumed"] = consumed
         if self.quarantine is not None and self.quarantine.ring is not None:
-            self._export_quarantine(self.quarantine)
-
-    def _export_quarantine(self, q: Quarantine) -> None:
-        """Refusals counted in the kernel, per workload; refusal events the budgets
-        held back (since the last report, by this agent or the one before), into
-        the audit log as `suppressed`."""
-        try:
-            counts = q.counts()
-            current = set(q.cgroups())
-            due = q.held.due() if q.held is not None and self.audit is not None else {}
-        except ManulError as e:
-            log.error("quarantine counters: %s", e)
-            return
-        for cg, refused in counts.items():
-            last = self._q_exported.get(cg, 0)
-            if refused > last:
-                metrics.QUARANTINE_REFUSED.labels(workload=self._name(cg)).inc(refused - last)
-            self._q_exported[cg] = refused
-        for cg, n in due.items():
-            assert self.audit is not None and q.held is not None
-            self.audit.suppressed("quarantine-refused", self._name(cg), n)
-            q.held.mark(cg, n)
-        gone = [cg for cg in counts if cg not in current]
-        if gone:
-            try:
-                q.forget(gone)
+            try:  # its refusals, counted in the kernel; what its budgets held back
+                self.quarantine.export(self._name, self.audit)
             except ManulError as e:
                 log.error("quarantine counters: %s", e)
-            for cg in gone:
-                self._q_exported.pop(cg, None)
 
     def _name(self, cgroup_id: int) -> str:
         w = self.resolver.resolve(cgroup_id)

@@ -35,6 +35,8 @@ from agent.kernel import BpfObject, Map, RingBuffer, abi, attach_pinned
 from agent.kernel.budget import Budget, HeldReporter, write_budget
 from agent.kernel.fs import PIN_ROOT, cgroup2_root
 from agent.kernel.pins import pin_dir, remove_pinned
+from agent.telemetry import metrics
+from agent.telemetry.audit import AuditLog
 
 log = logging.getLogger(__name__)
 PIN_NAME = "quarantine"
@@ -98,6 +100,7 @@ class Quarantine:
         self._rb: RingBuffer | None = None
         self.budget = Budget(event_rate, event_burst, node_rate)
         self.held: HeldReporter | None = None
+        self._exported: dict[int, int] = {}  # cgroup -> refusals exported as metrics
 
     def start(self) -> dict[str, str]:
         """Load (or adopt) the pinned programs; on any failure nothing this call
@@ -178,6 +181,27 @@ class Quarantine:
             self._map("quarantine_counts").delete(cg.to_bytes(8, "little"))
             if self.held is not None:
                 self.held.forget(cg)
+
+    def export(self, name_of: Callable[[int], str], audit: AuditLog | None) -> None:
+        """Once a second: the refusals counted in the kernel as
+        `manul_quarantine_refused_total{workload}`; the refusal events the budgets
+        held back since the last report (by this agent or the one before) into the
+        audit log as the workload's `suppressed`; then what is counted of cgroups no
+        longer quarantined is dropped."""
+        counts = self.counts()
+        for cg, refused in counts.items():
+            last = self._exported.get(cg, 0)
+            if refused > last:
+                metrics.QUARANTINE_REFUSED.labels(workload=name_of(cg)).inc(refused - last)
+            self._exported[cg] = refused
+        if audit is not None and self.held is not None:
+            for cg, n in self.held.due().items():
+                audit.suppressed("quarantine-refused", name_of(cg), n)
+                self.held.mark(cg, n)
+        gone = set(counts) - set(self.cgroups())
+        self.forget(gone)
+        for cg in gone:
+            self._exported.pop(cg, None)
 
     def refusals(self, timeout: float = 0.0,
                  on: Callable[[Refusal], None] | None = None) -> list[Refusal]:

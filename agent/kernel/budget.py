@@ -72,13 +72,16 @@ class HeldReporter:
     def __init__(self, buckets: Map, reported: Map) -> None:
         self.buckets = buckets
         self.reported = reported
+        self.keys: set[int] = set()  # the workloads with a bucket, as `due` last read
 
     def due(self) -> dict[int, int]:
         """key -> held events not reported yet (call `mark` once they are)."""
         done = {int.from_bytes(k, "little"): int.from_bytes(v, "little")
                 for k, v in self.reported.items()}
         out = {}
-        for key, n in held(self.buckets).items():
+        counts = held(self.buckets)
+        self.keys = set(counts)
+        for key, n in counts.items():
             if n > done.get(key, 0):
                 out[key] = n - done.get(key, 0)
             elif n < done.get(key, 0):  # the bucket was evicted and began again

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -149,7 +149,8 @@ class KernelCounters:
         self._names: dict[int, str] = {}  # generation -> sandbox name
         self.totals = Totals({}, 0, 0)
 
-    def export(self) -> Totals:
+    def export(self, bindings: Mapping[int, M.Binding] | None = None) -> Totals:
+        """`bindings`: what is bound now, when the caller has read it already."""
         t = read_totals(self.maps)
         for (action, verdict, mode), n in t.decisions.items():
             self._inc(("t", action, verdict, mode), n,
@@ -158,7 +159,7 @@ class KernelCounters:
         self._inc("untracked", t.untracked, metrics.SANDBOX_UNTRACKED)
         self.totals = t
         counts = read_counts(self.maps)
-        bound = set(M.read_bindings(self.maps))
+        bound = set(M.read_bindings(self.maps) if bindings is None else bindings)
         meta = M.read_meta(self.maps)
         live = {m.generation for m in meta.values()}
         for m in meta.values():

@@ -22,12 +22,12 @@ import functools
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from agent.kernel import RingBuffer, abi
-from agent.kernel.budget import HeldReporter, held
+from agent.kernel.budget import HeldReporter
 from agent.sandbox import maps as M
 from agent.sandbox.kernel import SandboxMaps
 from agent.telemetry.audit import AuditLog
@@ -165,19 +165,21 @@ class AuditTrail:
             self._budgets[bound_cgroup_id] = name
         return name
 
-    def tick(self) -> None:
+    def tick(self, bindings: Mapping[int, M.Binding] | None = None) -> None:
         """Report what each bound cgroup's kernel budget held back since it was last
         reported (by this agent or the one before) as `suppressed` records of its
-        workload (AuditLog.suppressed); forget what unbound cgroups held."""
+        workload (AuditLog.suppressed); forget what unbound cgroups held.
+        `bindings`: what is bound now, when the caller has read it already."""
         if self.audit is None:
             return
-        bindings = M.read_bindings(self.maps)
+        if bindings is None:
+            bindings = M.read_bindings(self.maps)
         for cg, n in self.held.due().items():
             b = bindings.get(cg)
             kind = "sandbox-would-deny" if b is not None and not b.enforce else "sandbox-deny"
             self.audit.suppressed(kind, self.budget_of(cg), n)
             self.held.mark(cg, n)
-        for cg in set(held(self.maps.budget)) - set(bindings):
+        for cg in self.held.keys - set(bindings):  # (the buckets due() just read)
             self.held.forget(cg)
 
     def decode(self, ev: abi.manul_sandbox_event, offset: float) -> Decision:

@@ -136,8 +136,9 @@ class SandboxService:
             return
         self._next_export = time.monotonic() + 1.0
         try:
-            self.counters.export()
-            self.trail.tick()
+            bindings = M.read_bindings(self.counters.maps)  # read once for both
+            self.counters.export(bindings)
+            self.trail.tick(bindings)
         except ManulError as e:
             log.error("sandbox counters: %s", e)
 

@@ -28,7 +28,6 @@ from agent.discovery.handshake import Handshake
 from agent.discovery.quarantine import Quarantine
 from agent.discovery.sensor import TlsSensor
 from agent.discovery.service import Discovery, Observation
-from agent.kernel.fs import BPFFS, ensure_bpffs
 from agent.registry import load_directory
 from agent.telemetry.audit import AuditLog
 from agent.workloads import PodInfo, StaticPods, WorkloadResolver
@@ -251,23 +250,15 @@ def test_plain_http_and_other_tcp_produce_nothing(cgroup: Cgroup, tmp_path: Path
         srv.close()
 
 
-@pytest.fixture
-def pin_root() -> Iterator[Path]:
-    ensure_bpffs()
-    root = BPFFS / f"manul-test-{uuid.uuid4().hex[:8]}"
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
 CONNECT = ("import json, socket\ns = socket.socket()\ns.settimeout(2)\n"
            "print(json.dumps(s.connect_ex(({host!r}, {port}))))")
 
 
 def test_shadow_agent_quarantined_except_gateway(
-        tree: Path, server: TlsServer, registry_dir: Path, pin_root: Path) -> None:
+        tree: Path, server: TlsServer, registry_dir: Path, bpffs_root: Path) -> None:
     shadow = _cg(tree, "system.slice/rogue-script.service")
     bystander = _cg(tree, "system.slice/bystander.service")
-    q = Quarantine(root=pin_root)
+    q = Quarantine(root=bpffs_root)
     assert set(q.start().values()) == {"attached"}
     try:
         q.set_allowed([f"{server.host}/32"])  # the gateway's address
@@ -317,7 +308,7 @@ def test_discover_json_reports_handshakes_and_kernel_counters(
 
 
 def test_a_quarantine_that_fails_to_start_leaves_nothing_attached(
-        pin_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        bpffs_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The programs are attached before the ring buffer opens: if that (or
     anything after the attach) fails, what this start pinned is unpinned, so
     no quarantine is left in force that nobody manages."""
@@ -339,11 +330,11 @@ def test_a_quarantine_that_fails_to_start_leaves_nothing_attached(
         return now
 
     # positive control: a start that succeeds attaches one more program
-    q = Quarantine(root=pin_root)
+    q = Quarantine(root=bpffs_root)
     q.start()
     assert len(cgroup_programs(root, BPF_CGROUP_INET4_CONNECT)) == len(before) + 1
     q.close()
-    shutil.rmtree(pin_root)
+    shutil.rmtree(bpffs_root)
     assert attached_settles_to(before) == before
 
     def broken(*args: object) -> None:
@@ -351,6 +342,6 @@ def test_a_quarantine_that_fails_to_start_leaves_nothing_attached(
 
     monkeypatch.setattr(quarantine_mod, "RingBuffer", broken)
     with pytest.raises(KernelError, match="test"):
-        Quarantine(root=pin_root).start()
-    assert not (pin_root / quarantine_mod.PIN_NAME).exists()
+        Quarantine(root=bpffs_root).start()
+    assert not (bpffs_root / quarantine_mod.PIN_NAME).exists()
     assert attached_settles_to(before) == before

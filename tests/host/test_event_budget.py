@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import errno
 import json
-import shutil
 import socket
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,6 @@ import pytest
 
 from agent.discovery.quarantine import Quarantine
 from agent.kernel import budget
-from agent.kernel.fs import BPFFS, ensure_bpffs
 from agent.registry import load_directory
 from agent.registry.policyset import PolicyRecords
 from agent.sandbox import counters as C
@@ -136,18 +133,10 @@ def test_a_budget_out_of_range_is_refused_with_the_limits(tmp_path: Path) -> Non
         drop_pin_root(root)
 
 
-@pytest.fixture
-def q_root() -> Iterator[Path]:
-    ensure_bpffs()
-    root = BPFFS / f"manul-test-{uuid.uuid4().hex[:8]}"
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def test_quarantine_counts_every_refusal_and_budgets_its_events(
-        make_cgroup: Any, q_root: Path, listener: tuple[str, int]) -> None:
+        make_cgroup: Any, bpffs_root: Path, listener: tuple[str, int], tmp_path: Path) -> None:
     cg, other = make_cgroup(), make_cgroup()
-    q = Quarantine(root=q_root, event_rate=RATE, event_burst=BURST)
+    q = Quarantine(root=bpffs_root, event_rate=RATE, event_burst=BURST)
     q.start()
     try:
         q.add(cg.id)
@@ -164,15 +153,27 @@ def test_quarantine_counts_every_refusal_and_budgets_its_events(
         assert BURST <= len(events) <= BURST + RATE * got["elapsed"] + 2
         assert len(events) + held == CALLS
         assert other.id not in q.counts()
-        q.held.mark(cg.id, held)
+        # export: the metric and the audit log's suppressed count, once
+        from agent.telemetry.audit import AuditLog
+        from agent.telemetry.metrics import QUARANTINE_REFUSED
+
+        name = f"cgroup:{cg.id}"
+        audit = AuditLog(tmp_path / "audit.jsonl", node="t")
+        q.export(lambda c: f"cgroup:{c}", audit)
+        q.export(lambda c: f"cgroup:{c}", audit)  # nothing new: nothing more
+        assert QUARANTINE_REFUSED.labels(workload=name)._value.get() >= CALLS
         assert cg.id not in q.held.due()  # reported once
-        # released and quarantined again: only what is new is due
+        # released: the next export drops what was counted of it, and a
+        # quarantine again reports only what is new
         q.remove(cg.id)
-        q.forget([cg.id])
+        q.export(lambda c: f"cgroup:{c}", audit)
         assert cg.id not in q.counts() and cg.id not in q.held.due()
         q.add(cg.id)
         assert _burst(cg, listener, 1)["errnos"] == {str(errno.EPERM): 1}
         assert q.counts()[cg.id] == 1 and q.held.due().get(cg.id, 0) == 0
+        audit.close()
+        recs = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        assert [(r["workload"], r["suppressed"]) for r in recs] == [(name, held)]
     finally:
         q.close()
 

@@ -179,10 +179,12 @@ def test_a_storm_of_denied_opens_is_counted_exactly_and_budgeted(
     denial through (its own budget)."""
     from agent.sandbox import counters as C
 
-    storm, quiet = make_cgroup(), make_cgroup()
+    storm, quiet, outside = make_cgroup(), make_cgroup(), make_cgroup()
     rate, burst = 50, 20
-    with start(storm, chroot) as w, start(quiet, chroot) as q:
+    with start(storm, chroot) as w, start(quiet, chroot) as q, start(outside, chroot) as o:
         apply_to(pin_root, policy_input(*POLICIES), ANALYST, [storm, quiet])
+        # positive control: the same open, outside the sandbox, succeeds
+        assert o.call(op="open_loop", path="/etc/shadow", seconds=0.2)["ok"] > 0
         with SandboxMaps.open(pin_root) as maps:
             C.set_budget(maps, rate, burst)
             before = C.read_totals(maps)
