@@ -27,6 +27,7 @@ from typing import Any
 
 from agent.errors import KernelError
 from agent.kernel import libbpf as L
+from agent.kernel.fs import ensure_tracefs
 from agent.kernel.btf import Btf
 from agent.kernel.links import Link
 from agent.kernel.maps import Map
@@ -108,6 +109,8 @@ class Program:
                 err = L.errno_now()
                 target = f"uprobe:{binary}:{func}"
             else:
+                if self.section.startswith(("tracepoint/", "tp/")):
+                    ensure_tracefs()  # libbpf reads the tracepoint's id there
                 ptr = L.lib.bpf_program__attach(self._ptr)
                 err = L.errno_now()
                 target = self.section
