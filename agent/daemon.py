@@ -95,6 +95,7 @@ class DaemonConfig:
     policies: Path | None = None
     authz_socket: Path = DEFAULT_SOCKET
     authz_socket_group: int | None = None  # gid that may use the socket (the gateway's)
+    authz_workers: int = 0  # decision worker processes (0: decide in the agent's process)
     pin_root: Path = PIN_ROOT  # bpffs directory of the pinned state (sandbox, quarantine)
     authz: bool = True  # False: never serve ext_authz
     baseline: Mode = Mode.REGISTERED  # whose behaviour is learned (off, registered, all)
@@ -206,7 +207,8 @@ class Daemon:
         if config.decision_point:
             self.authz = DecisionServer(
                 ServerConfig(socket=config.authz_socket, http="",
-                             socket_group=config.authz_socket_group), facts=self.facts,
+                             socket_group=config.authz_socket_group,
+                             workers=config.authz_workers), facts=self.facts,
                 sources=Sources(self.source, self.policy_set, poll_registry=False),
                 http=self.http, audit=self.audit, tracer_provider=self.tracing)
         self.started_at = 0.0

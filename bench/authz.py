@@ -2,22 +2,28 @@
 """Decision point latency and throughput, against a no-op server and raw cedarpy.
 
 In one run, over the same Unix socket stack (the peer-checked public socket
-relaying to a gRPC server with the real Envoy protos), for 10, 1,000 and
+relaying to grpc.aio servers with the real Envoy protos), for 10, 1,000 and
 10,000 policies and 1, 16 and 64 concurrent callers:
 
-- manul: the full decision (SPIFFE identity, MCP body mapping, sliced Cedar
+- manul: `DecisionServer` as `manul authz serve` runs it (decision worker
+  processes behind the gate, BENCH_WORKERS, by default two on two CPUs or
+  more), the full decision (SPIFFE identity, MCP body mapping, sliced Cedar
   evaluation, per-hop ES256 token, span, metrics, audit record to a file);
-- no-op: an ext_authz server on the same gRPC stack that answers OK at once;
+- no-op: the same transport as one Manul decision process (the gate
+  relaying to a grpc.aio server in a thread of its own) answering OK at
+  once, in one process: the cost of the socket stack alone;
 - raw cedarpy: one `cedarpy.is_authorized` on the full policy set and every
   entity (pre-parsed handles), in-process, one caller.
 
 Each server runs in its own process; the callers are a grpc.aio client in
-this one. The no-op server is measured right before each manul cell, in
-three rounds whose median (by throughput ratio) is shown: the machines are
-noisy. The table gives p50/p99 latency, decisions per second,
-and the ratios the issues ask about. Aims (issue 13): at 1,000 policies and
-16 callers, throughput at least 0.5x the no-op server's and a p99 within 2x
-of the no-op's; the 1,000-policy case no more than twice the 10-policy case.
+this one, over BENCH_CONNECTIONS connections (4: Envoy keeps one HTTP/2
+connection to the ext_authz cluster per worker thread). The no-op server
+is measured right before each manul cell, in three rounds whose median (by
+throughput ratio) is shown: the machines are noisy. The table gives
+p50/p99 latency, decisions per second, and the ratios the issues ask
+about. Aims (issue 13): at 1,000 policies and 16 callers, throughput at
+least 0.5x the no-op server's and a p99 within 2x of the no-op's; the
+1,000-policy case no more than twice the 10-policy case.
 
     .venv/bin/python bench/authz.py            # about a minute
     BENCH_REQUESTS=600 .venv/bin/python bench/authz.py   # quicker
@@ -36,6 +42,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -52,9 +59,14 @@ from agent.decision.client import build_check_request  # noqa: E402
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "2000"))
 POLICY_COUNTS = tuple(int(x) for x in os.environ.get("BENCH_POLICIES", "10,1000,10000").split(","))
 CONCURRENCY = tuple(int(x) for x in os.environ.get("BENCH_CALLERS", "1,16,64").split(","))
-WORKERS = int(os.environ.get("BENCH_WORKERS", "0"))  # 0: the server's default
+# decision worker processes behind the gate (-1: what `manul authz serve` picks)
+WORKERS = int(os.environ.get("BENCH_WORKERS", "-1"))
+# gateway connections: Envoy opens one HTTP/2 connection to the ext_authz cluster
+# per worker thread (--concurrency, by default one per CPU)
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "4"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))  # per cell: the median round is shown
 AGENTS, GROUPS, SERVERS, TOOLS = 100, 20, 50, 4
+WORKERS_SEEN = [0]
 
 
 # -- the workload -------------------------------------------------------------
@@ -120,36 +132,57 @@ def serve(kind: str, registry: Path, policies: Path, sock: Path, audit: Path) ->
     from agent.telemetry.tracing import make_provider
 
     if kind == "manul":
+        from agent.decision.pool import default_workers
+
         cfg = ServerConfig(registry=registry, policies=policies, socket=sock, http="",
                            audit_log=str(audit), reload_interval=5.0,
-                           workers=WORKERS or ServerConfig.workers)
+                           workers=default_workers() if WORKERS < 0 else WORKERS)
         server = DecisionServer(cfg, tracer_provider=make_provider()).start()
-        print("ready", len(server.sources.snapshot.policies or ()), flush=True)
+        print("ready", len(server.sources.snapshot.policies or ()), cfg.workers, flush=True)
         signal.sigwait({signal.SIGTERM})
         server.stop()
         return
-    from concurrent import futures
-
+    # The no-op: the same transport as one decision process of Manul's (PeerGate
+    # relaying to a grpc.aio server in a thread of its own, agent.decision.front),
+    # answering OK at once.
     from google.rpc import code_pb2, status_pb2
 
+    ok = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK),
+                                         ok_response=external_auth_pb2.OkHttpResponse())
+
     class Noop(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
-        def Check(self, request: Any, context: Any) -> Any:
-            return external_auth_pb2.CheckResponse(
-                status=status_pb2.Status(code=code_pb2.OK),
-                ok_response=external_auth_pb2.OkHttpResponse())
+        async def Check(self, request: Any, context: Any) -> Any:
+            return ok
 
     private = tempfile.mkdtemp(dir=sock.parent)
     inner = os.path.join(private, "grpc.sock")
-    g = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS or ServerConfig.workers))
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(Noop(), g)
-    g.add_insecure_port(f"unix:{inner}")
-    g.start()
+    started = threading.Event()
+    stop: list[Any] = []
+
+    def loop() -> None:
+        async def run() -> None:
+            g = grpc.aio.server()
+            external_auth_pb2_grpc.add_AuthorizationServicer_to_server(Noop(), g)
+            g.add_insecure_port(f"unix:{inner}")
+            await g.start()
+            ev = asyncio.Event()
+            stop.append((asyncio.get_running_loop(), ev))
+            started.set()
+            await ev.wait()
+            await g.stop(0)
+        asyncio.run(run())
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    started.wait()
     gate = PeerGate(sock, inner, PeerPolicy.default())
     gate.start()
-    print("ready 0", flush=True)
+    print("ready 0 0", flush=True)
     signal.sigwait({signal.SIGTERM})
     gate.stop()
-    g.stop(0)
+    lp, ev = stop[0]
+    lp.call_soon_threadsafe(ev.set)
+    t.join(5)
 
 
 class Child:
@@ -164,6 +197,7 @@ class Child:
         if not line or line[0] != "ready":
             raise SystemExit(f"the {kind} server did not start")
         self.loaded = int(line[1])
+        self.workers = int(line[2])
 
     def close(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -173,15 +207,19 @@ class Child:
 # -- the callers ------------------------------------------------------------------
 
 async def drive(sock: Path, reqs: list[Any], conc: int) -> tuple[list[float], float, int]:
-    async with grpc.aio.insecure_channel(f"unix:{sock}") as ch:
-        stub = external_auth_pb2_grpc.AuthorizationStub(ch)
-        for r in reqs[:50]:  # warm: connections, caches
-            await stub.Check(r)
+    # one subchannel pool per channel: each channel is a connection of its own
+    channels = [grpc.aio.insecure_channel(f"unix:{sock}",
+                                          options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(min(CONNECTIONS, conc))]
+    try:
+        stubs = [external_auth_pb2_grpc.AuthorizationStub(ch) for ch in channels]
+        for i, r in enumerate(reqs[:50]):  # warm: connections, caches
+            await stubs[i % len(stubs)].Check(r)
         lat: list[float] = []
         allowed = 0
         it = iter(reqs)
 
-        async def caller() -> None:
+        async def caller(stub: Any) -> None:
             nonlocal allowed
             for r in it:
                 t = time.perf_counter()
@@ -190,8 +228,11 @@ async def drive(sock: Path, reqs: list[Any], conc: int) -> tuple[list[float], fl
                 allowed += resp.HasField("ok_response")
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(conc)))
+        await asyncio.gather(*(caller(stubs[i % len(stubs)]) for i in range(conc)))
         return lat, time.perf_counter() - t0, allowed
+    finally:
+        for ch in channels:
+            await ch.close()
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -278,6 +319,7 @@ def run(work: Path) -> None:
             load_s = time.perf_counter() - t
             try:
                 assert child.loaded == n, (child.loaded, n)
+                WORKERS_SEEN[0] = child.workers
                 raw = raw_cedar(registry, pol, specs)
                 for conc in CONCURRENCY:
                     rounds = []
@@ -299,8 +341,9 @@ def run(work: Path) -> None:
 
 def print_table(rows: list[tuple[Any, ...]]) -> None:
     ms = 1e3
-    print(f"\nmanul decision point vs no-op ext_authz (same socket stack, measured just "
-          f"before; median of {ROUNDS} rounds) vs raw cedarpy; {REQUESTS} requests per cell, "
+    print(f"\nmanul decision point ({WORKERS_SEEN[0]} worker processes) vs no-op ext_authz "
+          f"(same socket stack, one process, measured just before; median of {ROUNDS} rounds) "
+          f"vs raw cedarpy; {REQUESTS} requests per cell over {CONNECTIONS} connections, "
           f"{os.cpu_count()} CPUs")
     head = (f"{'policies':>8} {'conc':>4} | {'p50 ms':>7} {'p99 ms':>7} {'dec/s':>7} "
             f"{'allow':>5} | {'noop p50':>8} {'noop p99':>8} {'noop/s':>7} | "

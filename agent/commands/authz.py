@@ -16,6 +16,7 @@ from types import FrameType
 import click
 
 from agent.commands._options import group_id
+from agent.decision.pool import default_workers
 from agent.decision.server import DEFAULT_SOCKET, DecisionServer, ServerConfig
 from agent.errors import ManulError
 from agent.telemetry.tracing import JsonLinesExporter, make_provider, provider_from_env
@@ -85,8 +86,10 @@ def authz() -> None:
 @click.option("--audit-log", default=None, help="Audit log path (`-` for stdout).")
 @click.option("--trace-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write OpenTelemetry spans as JSON lines to this file.")
-@click.option("--workers", type=click.IntRange(1, 512), default=16, show_default=True,
-              help="gRPC worker threads.")
+@click.option("--workers", type=click.IntRange(0, 64), default=None,
+              help="Decision worker processes, so decisions use several CPUs (default: 2 "
+                   "where this process may use two CPUs or more, else 0: decide in this "
+                   "process).")
 @click.option("--reload-interval", type=float, default=1.0, show_default=True,
               help="Seconds between checks for registry and policy changes.")
 @click.option("--max-connections", type=click.IntRange(1, 1_000_000), default=None,
@@ -97,7 +100,7 @@ def serve(socket_path: Path, registry: Path, policies: Path, socket_group: str |
           audience: tuple[str, ...], trust_issuer: tuple[str, ...], jwt_metadata_key: str,
           jwks_ca_file: str | None, key_file: Path | None, rotate_every: float,
           token_lifetime: int, leeway: int, audit_log: str | None, trace_file: Path | None,
-          workers: int, reload_interval: float, max_connections: int | None) -> None:
+          workers: int | None, reload_interval: float, max_connections: int | None) -> None:
     """Serve ext_authz decisions until interrupted.
 
     \b
@@ -113,7 +116,8 @@ def serve(socket_path: Path, registry: Path, policies: Path, socket_group: str |
         http=http_addr, issuer=issuer, audiences=audience, leeway=leeway,
         token_lifetime=token_lifetime, key_file=key_file, rotate_every=rotate_every,
         trusted_issuers=_trusted(trust_issuer), jwt_metadata_key=jwt_metadata_key,
-        jwks_ca_file=jwks_ca_file, audit_log=audit_log, workers=workers,
+        jwks_ca_file=jwks_ca_file, audit_log=audit_log,
+        workers=default_workers() if workers is None else workers, trace_file=trace_file,
         reload_interval=reload_interval, max_connections=max_connections)
     try:
         provider = (make_provider(exporter=JsonLinesExporter(trace_file)) if trace_file

@@ -20,6 +20,7 @@ from agent.commands._options import (
     stop_on_signals,
 )
 from agent.daemon import Daemon, DaemonConfig
+from agent.decision.pool import default_workers
 from agent.discovery.service import Observation
 from agent.errors import ManulError
 from agent.kernel.budget import RATE_MAX
@@ -74,6 +75,10 @@ from agent.telemetry.throttle import DEFAULT_BURST, DEFAULT_RATE, DEFAULT_WINDOW
 @click.option("--authz-socket-group", default=None, metavar="GROUP",
               help="Group (name or gid) owning the decision point's socket: the gateway's "
                    "pods join it (supplementalGroups) to connect. Default: root's.")
+@click.option("--authz-workers", type=click.IntRange(0, 64), default=None,
+              help="Processes that decide ext_authz requests, so decisions use several "
+                   "CPUs and never wait on the agent (default: 2 where the agent may use "
+                   "two CPUs or more, else 0: decide in the agent's process).")
 @click.option("--no-sandbox", is_flag=True,
               help="Do not enforce the registry's sandboxes (Agent spec.sandbox).")
 @click.option("--no-authz", is_flag=True,
@@ -102,7 +107,8 @@ def run(ctx: click.Context, registry: Path | None, listen: str, audit_log: str,
         kubernetes: bool, node: str,
         pods_file: Path | None, trust_domain: str,
         policies: Path | None, authz_socket: Path, authz_socket_group: str | None,
-        no_sandbox: bool, no_authz: bool, baseline: str, baseline_learn: float,
+        authz_workers: int | None, no_sandbox: bool, no_authz: bool, baseline: str,
+        baseline_learn: float,
         state_dir: Path, no_cluster_view: bool, pin_root: Path,
         quarantine_shadow: bool, allow: tuple[str, ...]) -> None:
     """Run Manul's node agent in the foreground until Ctrl-C.
@@ -133,6 +139,8 @@ def run(ctx: click.Context, registry: Path | None, listen: str, audit_log: str,
                                      authz_socket=authz_socket,
                                      authz_socket_group=(group_id(authz_socket_group)
                                                          if authz_socket_group else None),
+                                     authz_workers=(default_workers() if authz_workers is None
+                                                    else authz_workers),
                                      baseline=Mode(baseline),
                                      baseline_learn=baseline_learn, state_dir=state_dir,
                                      cluster_view=not no_cluster_view),

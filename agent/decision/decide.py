@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -37,15 +37,27 @@ from agent.decision.errors import (
 from agent.decision.evaluate import CedarRequest
 from agent.decision.facts import NodeFacts
 from agent.decision.identity import Authenticator
+from agent.decision.jwks import FetchNeeded
 from agent.decision.request import map_request
 from agent.decision.sources import Snapshot
 from agent.decision.tokens import TokenMinter
 from agent.registry import Agent
-from agent.telemetry.audit import AuditLog
 from agent.telemetry.metrics import AUTHZ_DECISIONS, AUTHZ_LATENCY
 from agent.telemetry.tracing import parent_context
 
 log = logging.getLogger(__name__)
+
+
+class AuditSink(Protocol):
+    """Where decision records go: the agent's `AuditLog`, or a worker's relay to it."""
+
+    def write(self, kind: str, /, **fields: Any) -> Any: ...
+
+
+def observe_metrics(decision: str, seconds: float) -> None:
+    """The decision counter and latency histogram of this process."""
+    AUTHZ_DECISIONS.labels(decision=decision).inc()
+    AUTHZ_LATENCY.observe(seconds)
 
 
 @dataclass(frozen=True)
@@ -83,9 +95,12 @@ def cedar_datetime(t: float) -> dict[str, Any]:
 class DecisionPoint:
     def __init__(self, snapshot: Callable[[], Snapshot], *, authenticator: Authenticator,
                  delegation: DelegationVerifier, minter: TokenMinter,
-                 facts: NodeFacts | None = None, audit: AuditLog | None = None,
+                 facts: NodeFacts | None = None, audit: AuditSink | None = None,
                  tracer: trace.Tracer | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 observe: Callable[[str, float], None] = observe_metrics) -> None:
+        """`observe(decision, seconds)`: counts each decision (a worker process
+        passes it on to the agent's metrics)."""
         self.snapshot = snapshot
         self.authenticator = authenticator
         self.delegation = delegation
@@ -94,6 +109,7 @@ class DecisionPoint:
         self.audit = audit
         self.tracer = tracer or trace.get_tracer("manul.decision")
         self.clock = clock
+        self.observe = observe
 
     # -- entry points ------------------------------------------------------
 
@@ -116,6 +132,9 @@ class DecisionPoint:
                                       kind=SpanKind.SERVER)
         try:
             outcome = self._decide(inc)
+        except FetchNeeded:
+            span.end()  # not decided here: the caller decides again where it may wait
+            raise
         except Exception as e:
             log.exception("decision failed")
             outcome = _deny(403, f"internal error: {type(e).__name__}: the request is "
@@ -187,11 +206,10 @@ class DecisionPoint:
 
     def _finish(self, inc: Incoming | None, outcome: Outcome, start: float) -> Outcome:
         elapsed = time.perf_counter() - start
-        AUTHZ_DECISIONS.labels(decision=outcome.decision).inc()
-        AUTHZ_LATENCY.observe(elapsed)
+        self.observe(outcome.decision, elapsed)
         if self.audit is not None:
             self.audit.write(
-                "authz", decision=outcome.decision, status=outcome.status,
+                "authz", time=time.time(), decision=outcome.decision, status=outcome.status,
                 reason=outcome.reason, caller=outcome.caller, mechanism=outcome.mechanism,
                 on_behalf_of=outcome.on_behalf_of, chain=list(outcome.chain),
                 action=outcome.action, resource=outcome.resource, summary=outcome.summary,

@@ -13,12 +13,20 @@ The writers, and their interface:
 - anomaly level: the behavioural baseline calls `set_anomaly_level(key,
   level)` with one of `ANOMALY_*` when its verdict on a caller changes
   (and `ANOMALY_NONE` when it clears). Nothing else writes it.
+
+Decision workers (other processes) hold a copy: `subscribe` tells the
+agent's decision server of every change, which sends `snapshot()` on, and
+the worker's copy takes it whole (`replace`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 ANOMALY_NONE, ANOMALY_LOW, ANOMALY_MEDIUM, ANOMALY_HIGH = 0, 1, 2, 3
 
@@ -38,6 +46,24 @@ class NodeFacts:
     def __init__(self) -> None:
         self._facts: dict[str, CallerFacts] = {}
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after every change (from the writer's thread)."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:  # a listener must not break the writer
+                log.exception("a node-facts listener failed")
+
+    def replace(self, facts: Mapping[str, CallerFacts]) -> None:
+        """Exactly `facts` from now on (a copy following another process's)."""
+        with self._lock:
+            self._facts = {k: f for k, f in facts.items() if f != NO_FACTS}
+        self._changed()
 
     def get(self, key: str) -> CallerFacts:
         return self._facts.get(key, NO_FACTS)
@@ -46,6 +72,7 @@ class NodeFacts:
         with self._lock:
             old = self._facts.get(key, NO_FACTS)
             self._put(key, CallerFacts(quarantined, old.anomaly_level))
+        self._changed()
 
     def set_anomaly_level(self, key: str, level: int) -> None:
         if not ANOMALY_NONE <= level <= ANOMALY_HIGH:
@@ -53,14 +80,19 @@ class NodeFacts:
         with self._lock:
             old = self._facts.get(key, NO_FACTS)
             self._put(key, CallerFacts(old.quarantined, level))
+        self._changed()
 
     def set_quarantined_keys(self, keys: frozenset[str]) -> None:
         """Exactly `keys` are quarantined now (the others are released)."""
+        changed = False
         with self._lock:
             for key in set(self._facts) | keys:
                 old = self._facts.get(key, NO_FACTS)
                 if old.quarantined != (key in keys):
                     self._put(key, CallerFacts(key in keys, old.anomaly_level))
+                    changed = True
+        if changed:
+            self._changed()
 
     def quarantined(self) -> frozenset[str]:
         return frozenset(k for k, f in self._facts.items() if f.quarantined)
@@ -68,6 +100,7 @@ class NodeFacts:
     def clear(self, key: str) -> None:
         with self._lock:
             self._facts.pop(key, None)
+        self._changed()
 
     def snapshot(self) -> dict[str, CallerFacts]:
         return dict(self._facts)

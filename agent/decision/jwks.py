@@ -10,6 +10,11 @@ kids cannot make the node hammer the issuer. Symmetric (`oct`) keys and
 keys marked for encryption are dropped on import: a JWKS never yields an
 HMAC secret.
 
+A decision running on the gRPC event loop must never wait on the network:
+inside `no_fetch()`, a lookup that would fetch raises `FetchNeeded`
+instead, and the caller runs that one decision again on a thread
+(`agent.decision.front`).
+
 Kubernetes service-account tokens are one such issuer: when the JWKS lives
 on the API server (`kubernetes.default.svc`) and this process runs in a pod,
 the fetch presents the pod's own token and trusts the cluster CA.
@@ -25,7 +30,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -41,6 +47,28 @@ KUBE_SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 KUBE_API_HOSTS = ("kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
                   "kubernetes.default", "kubernetes")
 MAX_JWKS_BYTES = 1 << 20
+
+_thread = threading.local()
+
+
+class FetchNeeded(Exception):
+    """A key set must be fetched, and this thread may not wait for it (`no_fetch`)."""
+
+
+@contextmanager
+def no_fetch() -> Iterator[None]:
+    """On this thread, raise `FetchNeeded` instead of fetching a key set."""
+    before = getattr(_thread, "no_fetch", False)
+    _thread.no_fetch = True
+    try:
+        yield
+    finally:
+        _thread.no_fetch = before
+
+
+def _may_fetch(uri: str) -> None:
+    if getattr(_thread, "no_fetch", False):
+        raise FetchNeeded(uri)
 
 PublicKey = RSAKey | ECKey | OKPKey
 Fetch = Callable[[str], bytes]
@@ -144,6 +172,7 @@ class JWKSCache:
         if found:
             return found
         url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+        _may_fetch(url)
         try:
             doc = json.loads(self.fetch(url))
         except ValueError as e:
@@ -165,9 +194,10 @@ class JWKSCache:
 
     def _refresh(self, uri: str, e: _Entry, *, forced: bool) -> None:
         now = self.clock()
+        if forced and now - e.forced < self.min_refresh:
+            return
+        _may_fetch(uri)
         if forced:
-            if now - e.forced < self.min_refresh:
-                return
             e.forced = now
         try:
             e.keys = import_public_keys(self.fetch(uri), uri)

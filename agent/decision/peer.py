@@ -7,8 +7,10 @@ reads each new connection's SO_PEERCRED (uid, gid, pid, filled in by the
 kernel at connect time) and SO_PEERGROUPS (its supplementary groups), closes
 it at once unless the uid, the gid or a supplementary group is allowed,
 and otherwise relays the bytes (with splice(2), no copies through Python)
-to the gRPC server, which listens in a private 0700 directory nobody else
-can enter.
+to a gRPC server, which listens in a private 0700 directory nobody else
+can enter: the decision point's own, or, with decision workers, the worker
+with the fewest connections (a gateway holds a few long-lived HTTP/2
+connections, one per proxy thread: they spread over the workers).
 
 The socket is bound inside that private directory, given mode 0660 (and the
 configured group), and only then renamed into place, so it is never
@@ -27,7 +29,8 @@ import socket
 import struct
 import tempfile
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,8 +138,9 @@ class _Relay:
 
     def __init__(self, outer: socket.socket, inner: socket.socket,
                  pipes: tuple[tuple[int, int], tuple[int, int]],
-                 done: Callable[[_Relay], None]) -> None:
+                 done: Callable[[_Relay], None], upstream: str = "") -> None:
         self.outer, self.inner = outer, inner
+        self.upstream = upstream
         self._pipes = pipes
         self._left = 2
         self._lock = threading.Lock()
@@ -159,7 +163,7 @@ class _Relay:
             for fd in taken:
                 os.close(fd)
             raise
-        relay = cls(outer, inner, (a, b), done)
+        relay = cls(outer, inner, (a, b), done, upstream)
         relay._start()
         return relay
 
@@ -250,13 +254,15 @@ class PeerGate:
     (`shed` counts them) rather than let the process run out of
     descriptors."""
 
-    def __init__(self, path: str | Path, upstream: str, policy: PeerPolicy, *,
+    def __init__(self, path: str | Path, upstream: str | Callable[[], Sequence[str]],
+                 policy: PeerPolicy, *,
                  mode: int = 0o660, group: int | None = None,
                  on_reject: Callable[[PeerCred], None] | None = None,
                  max_connections: int | None = None,
                  on_state: Callable[[bool], None] | None = None) -> None:
         self.path = Path(path)
-        self.upstream = upstream  # the gRPC server's private socket path
+        # the gRPC server's private socket path, or what returns those alive now
+        self.upstream = upstream
         self.policy = policy
         self.mode = mode
         self.group = group
@@ -266,6 +272,7 @@ class PeerGate:
         self.rejected = 0
         self.shed = 0  # connections closed at once: over max_connections
         self.accept_errors = 0
+        self.unavailable = 0  # connections closed at once: no gRPC server to relay to
         self.accepting = False
         self.last_error = ""
         self._sock: socket.socket | None = None
@@ -348,14 +355,37 @@ class PeerGate:
                             "(%d so far)", self.path, self.max_connections, self.shed)
             conn.close()
             return
-        try:
-            relay = _Relay.open(conn, self.upstream, self._forget)
-        except OSError:
-            conn.close()
-            raise
+        choices = [self.upstream] if isinstance(self.upstream, str) else self.upstream()
+        if not choices:
+            self._unavailable(conn, "no decision worker is ready")
+            return
+        with self._lock:
+            load = Counter(r.upstream for r in self._relays)
+        relay: _Relay | None = None
+        why = ""
+        # the least loaded first; one that just died (not yet known) is skipped
+        for target in sorted(choices, key=lambda u: load.get(u, 0)):
+            try:
+                relay = _Relay.open(conn, target, self._forget)
+                break
+            except OSError as e:
+                if e.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                    conn.close()
+                    raise
+                why = f"`{target}`: {e.strerror}"
+        if relay is None:
+            self._unavailable(conn, why)
+            return
         with self._lock:
             if not relay.finished:  # it may be over already: then _forget ran first
                 self._relays.add(relay)
+
+    def _unavailable(self, conn: socket.socket, why: str) -> None:
+        self.unavailable += 1
+        if self.unavailable == 1 or self.unavailable % 1000 == 0:
+            log.warning("%s: closing a connection at once: %s (%d so far)", self.path, why,
+                        self.unavailable)
+        conn.close()
 
     def _forget(self, relay: _Relay) -> None:
         with self._lock:

@@ -46,11 +46,12 @@ def metadata(o: Outcome) -> struct_pb2.Struct:
 
 
 def error_body(o: Outcome) -> str:
+    # one line: json's C encoder (an indent takes its Python one, 5x slower)
     return json.dumps({
         "error": "unauthenticated" if o.status == 401 else "forbidden",
         "decision": "deny", "reason": o.reason, "policies": list(o.policies),
         "caller": o.caller, "action": o.action, "resource": o.resource,
-        "request_id": o.request_id, "trace_id": o.trace_id}, indent=1) + "\n"
+        "request_id": o.request_id, "trace_id": o.trace_id}) + "\n"
 
 
 def to_check_response(o: Outcome) -> external_auth_pb2.CheckResponse:

@@ -1,13 +1,20 @@
 """The ext_authz gRPC service on a Unix socket, and everything it runs with.
 
-`DecisionServer` wires a `DecisionPoint` to the outside: the Envoy
+`DecisionServer` wires decisions to the outside: the Envoy
 `envoy.service.auth.v3.Authorization/Check` service and the standard
-`grpc.health.v1.Health` service on a private socket, fronted by `PeerGate`
+`grpc.health.v1.Health` service on private sockets, fronted by `PeerGate`
 on the public socket (mode 0660, peer uid/gid allow-list); JWKS and OIDC
 discovery routes on the agent's one HTTP server (`telemetry.http`); and one
 maintenance thread that reloads registry and policies and rotates the
-signing key. Health is SERVING while a policy set is loaded and NOT_SERVING
-otherwise (requests are then denied, with the reason).
+signing key. Health is SERVING while a policy set is loaded and the public
+socket accepts (and, with workers, one is ready), NOT_SERVING otherwise
+(requests are then denied, with the reason).
+
+Where decisions run: with `workers=0` in this process (a `GrpcFront` on
+the agent's own `DecisionPoint`); with `workers=N`, in N worker processes
+(`agent.decision.pool`, `agent.decision.worker`) that hold copies of the
+snapshot, keys and node facts, while this process keeps the sources, the
+keys, the audit log, the metrics and the public socket.
 
 Inside `manul run` it is a part of the agent: the daemon hands it its
 registry source and policy set (`sources`), its HTTP server and its audit
@@ -23,23 +30,21 @@ import socket
 import tempfile
 import threading
 from collections.abc import Mapping
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from envoy.service.auth.v3 import external_auth_pb2
 from opentelemetry.sdk.trace import TracerProvider
 
 from agent.decision.decide import DecisionPoint
 from agent.decision.delegation import DelegationVerifier
 from agent.decision.facts import NodeFacts
+from agent.decision.front import SERVICE_NAME, GrpcFront
 from agent.decision.identity import Authenticator
 from agent.decision.jwks import Fetch, HttpFetcher, JWKSCache
 from agent.decision.peer import PeerCred, PeerGate, PeerPolicy
-from agent.decision.response import to_check_response
+from agent.decision.pool import WorkerPool
 from agent.decision.sources import Sources
 from agent.decision.tokens import MAX_LIFETIME, KeyRing, TokenMinter
 from agent.errors import ConfigError
@@ -47,12 +52,11 @@ from agent.registry import FileSource
 from agent.registry.policyset import PolicyFolder
 from agent.telemetry.audit import AuditLog
 from agent.telemetry.http import HttpServer
-from agent.telemetry.metrics import AUTHZ_SERVING
+from agent.telemetry.metrics import AUTHZ_DECISIONS, AUTHZ_LATENCY, AUTHZ_SERVING
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SOCKET = Path("/run/manul/authz.sock")
-SERVICE_NAME = "envoy.service.auth.v3.Authorization"
 JWKS_PATH = "/.well-known/jwks.json"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 
@@ -76,7 +80,8 @@ class ServerConfig:
     jwt_metadata_key: str = "jwt_payload"
     jwks_ca_file: str | None = None
     audit_log: str | None = None  # None: no audit log; "-": stdout
-    workers: int = 16
+    workers: int = 0  # decision worker processes; 0: decide in this process
+    trace_file: Path | None = None  # workers: spans as JSON lines here (else OTLP from env)
     reload_interval: float = 1.0
     max_connections: int | None = None  # None: what RLIMIT_NOFILE allows (peer.py)
 
@@ -84,14 +89,6 @@ class ServerConfig:
         default = PeerPolicy.default(self.socket_group)
         return PeerPolicy(self.allow_uids if self.allow_uids is not None else default.uids,
                           self.allow_gids if self.allow_gids is not None else default.gids)
-
-
-class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
-    def __init__(self, point: DecisionPoint) -> None:
-        self.point = point
-
-    def Check(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return to_check_response(self.point.check_proto(request))
 
 
 class DecisionServer:
@@ -139,19 +136,24 @@ class DecisionServer:
                                         jwt_metadata_key=config.jwt_metadata_key),
             delegation=self.delegation, minter=self.minter,
             facts=facts, audit=self.audit, tracer=tracer)
+        if config.workers < 0:
+            raise ConfigError(f"--workers `{config.workers}`: expected 0 (decide in this "
+                              "process) or more")
         self._private = tempfile.mkdtemp(prefix=".manul-grpc-",
                                          dir=self._socket_parent())
         self.inner_socket = os.path.join(self._private, "grpc.sock")
-        self.health = health.HealthServicer()
-        self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.workers,
-                                       thread_name_prefix="manul-authz"),
-            options=[("grpc.max_receive_message_length", 16 << 20)])
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            AuthorizationService(self.point), self._grpc)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
-        self._grpc.add_insecure_port(f"unix:{self.inner_socket}")
-        self.gate = PeerGate(config.socket, self.inner_socket, config.peer_policy(),
+        self.front: GrpcFront | None = None
+        self.pool: WorkerPool | None = None
+        if config.workers:
+            self.pool = WorkerPool(config.workers, self._private, {}, self._worker_state,
+                                   audit=self.audit, observe=_observe_batch,
+                                   on_change=self._set_health)
+            self.point.facts.subscribe(self._facts_changed)
+        else:
+            self.front = GrpcFront(self.point, self.inner_socket)
+        self._keys_sent = self.keys.changes
+        upstream = self.pool.live if self.pool is not None else self.inner_socket
+        self.gate = PeerGate(config.socket, upstream, config.peer_policy(),
                              group=config.socket_group, on_reject=self._rejected,
                              max_connections=config.max_connections,
                              on_state=lambda _accepting: self._set_health())
@@ -194,11 +196,44 @@ class DecisionServer:
 
     # -- lifecycle ---------------------------------------------------------
 
+    def _spec(self) -> dict[str, Any]:
+        """What a worker decides with, besides the state it is sent (`_worker_state`)."""
+        c = self.config
+        return {"issuer": self.issuer, "audiences": tuple(c.audiences), "leeway": c.leeway,
+                "token_lifetime": c.token_lifetime, "trusted_issuers": dict(c.trusted_issuers),
+                "jwt_metadata_key": c.jwt_metadata_key, "jwks_ca_file": c.jwks_ca_file,
+                "trace_file": str(c.trace_file) if c.trace_file else None,
+                "node": self.audit.node if self.audit is not None else ""}
+
+    def _facts_changed(self) -> None:
+        if self.pool is not None:
+            self.pool.push("facts")
+
+    def _worker_state(self, kind: str) -> Any:
+        if kind == "snapshot":
+            return self.sources.inputs
+        if kind == "keys":
+            return self.keys.document()
+        if kind == "facts":
+            return self.point.facts.snapshot()
+        return self.serving  # health
+
     def start(self) -> DecisionServer:
         if self._own_http and self.http is not None:
             self.http.start()
         self._set_issuer()
-        self._grpc.start()
+        try:
+            if self.pool is not None:
+                self.pool.spec.update(self._spec())
+                self.pool.start()
+            else:
+                assert self.front is not None
+                self.front.start()
+        except ConfigError:
+            if self._own_http and self.http is not None:
+                self.http.stop()
+            shutil.rmtree(self._private, ignore_errors=True)
+            raise
         self.gate.start()
         self._set_health()
         self._maint.start()
@@ -211,7 +246,10 @@ class DecisionServer:
     def stop(self, grace: float = 1.0) -> None:
         self._stop.set()
         self.gate.stop()
-        self._grpc.stop(grace).wait()
+        if self.pool is not None:
+            self.pool.stop()
+        if self.front is not None:
+            self.front.stop(grace)
         if self._own_http and self.http is not None:
             self.http.stop()
         if self._maint.is_alive():
@@ -234,6 +272,8 @@ class DecisionServer:
     def reload(self) -> bool:
         changed = self.sources.poll()
         if changed:
+            if self.pool is not None:
+                self.pool.push("snapshot")
             self._set_health()
         return changed
 
@@ -242,20 +282,25 @@ class DecisionServer:
             try:
                 self.reload()
                 self.keys.maybe_rotate()
+                if self.pool is not None and self.keys.changes != self._keys_sent:
+                    self._keys_sent = self.keys.changes
+                    self.pool.push("keys")
             except Exception:
                 log.exception("decision point maintenance failed")
 
     @property
     def serving(self) -> bool:
-        """A policy set is loaded and the public socket is accepting."""
-        return self.sources.snapshot.serving and self.gate.accepting
+        """A policy set is loaded, the public socket is accepting and something decides."""
+        return (self.sources.snapshot.serving and self.gate.accepting
+                and (self.pool is None or bool(self.pool.live())))
 
     def _set_health(self) -> None:
-        status = (health_pb2.HealthCheckResponse.SERVING if self.serving
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, status)
-        AUTHZ_SERVING.set(1 if self.serving else 0)
+        serving = self.serving
+        if self.front is not None:
+            self.front.set_health(serving)
+        if self.pool is not None:
+            self.pool.push("health")
+        AUTHZ_SERVING.set(1 if serving else 0)
 
     def health_detail(self) -> tuple[bool, dict[str, Any]]:
         snap = self.sources.snapshot
@@ -270,7 +315,17 @@ class DecisionServer:
                        "error": None if gate.accepting else gate.last_error,
                        "connections": gate.connections,
                        "max_connections": gate.max_connections, "shed": gate.shed,
-                       "accept_errors": gate.accept_errors}}
+                       "unavailable": gate.unavailable,
+                       "accept_errors": gate.accept_errors},
+            "workers": self.pool.describe() if self.pool is not None else None}
 
 
-__all__ = ["AuthorizationService", "DecisionServer", "ServerConfig", "external_auth_pb2"]
+def _observe_batch(counts: dict[str, int], latencies: list[float]) -> None:
+    """A worker's batch of decisions, into this process's metrics."""
+    for decision, n in counts.items():
+        AUTHZ_DECISIONS.labels(decision=decision).inc(n)
+    for seconds in latencies:
+        AUTHZ_LATENCY.observe(seconds)
+
+
+__all__ = ["SERVICE_NAME", "DecisionServer", "ServerConfig", "external_auth_pb2"]

@@ -23,6 +23,7 @@ Failure behaviour, in one place:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -63,6 +64,25 @@ class LoadedSet:
 
     index: PolicyIndex
     entities: tuple[tuple[str, str], ...]  # the set's entities file: (name, text), or ()
+    sources: tuple[tuple[str, str], ...] = ()  # the .cedar files: (name, text)
+
+
+@dataclass(frozen=True)
+class SnapshotInputs:
+    """What a snapshot was built from, so another process can build the same one
+    (a decision worker: `agent.decision.worker`). Plain data: it pickles."""
+
+    registry: Registry
+    policies: tuple[tuple[str, str], ...] | None  # None: no policy set in force
+    entities: tuple[tuple[str, str], ...]
+    policy_error: str
+    version: int
+
+    def build(self) -> Snapshot:
+        """The snapshot; raises `PolicyLoadError` or `CompileError` as the agent's did not."""
+        index = parse_policies(list(self.policies)) if self.policies is not None else None
+        return Snapshot.build(self.registry, index, self.policy_error, self.version,
+                              self.entities)
 
 
 @dataclass(frozen=True)
@@ -111,6 +131,8 @@ def entity_list(registry: Registry, entities: tuple[tuple[str, str], ...]) -> li
 class Sources:
     """A registry source and a policy set source, reloaded together."""
 
+    inputs: SnapshotInputs  # what `snapshot` was built from (set by `_build`)
+
     def __init__(self, registry: RegistrySource, policies: PolicySetSource, *,
                  poll_registry: bool = True) -> None:
         self.registry = registry
@@ -135,21 +157,27 @@ class Sources:
             log.error("policy load failed, %s: %s", what, e)
             return previous, str(e)
         ents = ((ps.entities.name, ps.entities.text),) if ps.entities is not None else ()
-        return LoadedSet(index, ents), ""
+        return LoadedSet(index, ents, tuple((s.name, s.text) for s in ps.sources)), ""
 
     def _build(self, reg: Registry, loaded: LoadedSet | None, error: str,
                version: int) -> Snapshot:
         index = loaded.index if loaded is not None else None
         ents = loaded.entities if loaded is not None else ()
         try:
-            return Snapshot.build(reg, index, error, version, ents)
+            snap = Snapshot.build(reg, index, error, version, ents)
+            self.inputs = SnapshotInputs(reg, loaded.sources if loaded is not None else None,
+                                         ents, error, version)
+            return snap
         except CompileError as e:  # the set's entities file does not fit this registry
             why = f"the policy set's entities do not merge with the registry: {e}"
             log.error("%s; keeping the previous snapshot", why)
             old = getattr(self, "snapshot", None)
             if old is not None:
+                self.inputs = dataclasses.replace(self.inputs, policy_error=why,
+                                                  version=version)
                 return Snapshot(old.registry, old.callers, old.destinations, old.graph,
                                 old.policies, old.evaluator, why, version, time.time())
+            self.inputs = SnapshotInputs(reg, None, (), why, version)
             return Snapshot.build(reg, None, why, version)
 
     def poll(self) -> bool:

@@ -79,6 +79,7 @@ class KeyRing:
         self.path = Path(path) if path else None
         self.clock = clock
         self._lock = threading.Lock()
+        self.changes = 0  # counts rotations and prunes: a replica must follow
         loaded = self._load() if self.path and self.path.exists() else None
         now = clock()
         self._state = loaded or _State(_new_key(now), _new_key(now), ())
@@ -98,6 +99,7 @@ class KeyRing:
             keep = tuple(k for k in s.retired if k.retired is not None
                          and now - k.retired < self.keep_for)
             self._state = _State(RingKey(s.next.key, now), _new_key(now), (old, *keep))
+            self.changes += 1
             self._save()
 
     def maybe_rotate(self) -> bool:
@@ -115,6 +117,7 @@ class KeyRing:
         if len(keep) != len(s.retired):
             with self._lock:
                 self._state = _State(s.current, s.next, keep)
+                self.changes += 1
                 self._save()
 
     def public_key(self, kid: str) -> ECKey | None:
@@ -153,14 +156,39 @@ class KeyRing:
 
     # -- persistence -------------------------------------------------------
 
+    def document(self) -> dict[str, Any]:
+        """The ring, private keys included, as saved (and as sent to a decision worker)."""
+        s = self._state
+        return {"keys": [{"jwk": k.key.as_dict(private=True), "created": k.created,
+                          "retired": k.retired, "role": role}
+                         for role, ks in (("current", [s.current]), ("next", [s.next]),
+                                          ("retired", s.retired)) for k in ks]}
+
+    @classmethod
+    def replica(cls, doc: dict[str, Any]) -> KeyRing:
+        """A ring that signs and verifies with the keys of another's `document()` and
+        never rotates, prunes or saves by itself (a decision worker's)."""
+        ring = cls.__new__(cls)
+        ring.rotate_every = float("inf")
+        ring.keep_for = float("inf")
+        ring.path = None
+        ring.clock = time.time
+        ring._lock = threading.Lock()
+        ring._state = _parse(doc, "the agent's signing keys")
+        ring.changes = 0
+        return ring
+
+    def replace(self, doc: dict[str, Any]) -> None:
+        """Take the keys of another ring's `document()` (a replica follows its agent)."""
+        state = _parse(doc, "the agent's signing keys")
+        with self._lock:
+            self._state = state
+            self.changes += 1
+
     def _save(self) -> None:
         if self.path is None:
             return
-        s = self._state
-        doc = {"keys": [{"jwk": k.key.as_dict(private=True), "created": k.created,
-                         "retired": k.retired, "role": role}
-                        for role, ks in (("current", [s.current]), ("next", [s.next]),
-                                         ("retired", s.retired)) for k in ks]}
+        doc = self.document()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
@@ -175,17 +203,24 @@ class KeyRing:
         assert self.path is not None
         try:
             doc = json.loads(self.path.read_text())
-            by_role: dict[str, list[RingKey]] = {"current": [], "next": [], "retired": []}
-            for item in doc["keys"]:
-                key = ECKey.import_key(item["jwk"])
-                key.ensure_kid()
-                by_role[item["role"]].append(RingKey(key, float(item["created"]),
-                                                     item["retired"]))
-        except (OSError, ValueError, KeyError, TypeError, JoseError) as e:
+        except (OSError, ValueError) as e:
             raise TokenError(f"{self.path}: cannot load the signing keys: {e}") from e
-        if len(by_role["current"]) != 1 or len(by_role["next"]) != 1:
-            raise TokenError(f"{self.path}: expected one current and one next key")
-        return _State(by_role["current"][0], by_role["next"][0], tuple(by_role["retired"]))
+        return _parse(doc, str(self.path))
+
+
+def _parse(doc: Any, where: str) -> _State:
+    try:
+        by_role: dict[str, list[RingKey]] = {"current": [], "next": [], "retired": []}
+        for item in doc["keys"]:
+            key = ECKey.import_key(item["jwk"])
+            key.ensure_kid()
+            by_role[item["role"]].append(RingKey(key, float(item["created"]),
+                                                 item["retired"]))
+    except (ValueError, KeyError, TypeError, JoseError) as e:
+        raise TokenError(f"{where}: cannot load the signing keys: {e}") from e
+    if len(by_role["current"]) != 1 or len(by_role["next"]) != 1:
+        raise TokenError(f"{where}: expected one current and one next key")
+    return _State(by_role["current"][0], by_role["next"][0], tuple(by_role["retired"]))
 
 
 def nest_actors(actors: Sequence[str]) -> dict[str, Any] | None:

@@ -27,8 +27,8 @@ from typing import Any
 
 from agent.errors import KernelError
 from agent.kernel import libbpf as L
-from agent.kernel.fs import ensure_tracefs
 from agent.kernel.btf import Btf
+from agent.kernel.fs import ensure_tracefs
 from agent.kernel.links import Link
 from agent.kernel.maps import Map
 

@@ -38,6 +38,16 @@ DEFAULT_MAX_BYTES = 100 << 20
 DEFAULT_BACKUPS = 4
 
 
+def record(kind: str, node: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """One audit record: `time` (now, unless `fields` has it), `node`, `kind`, the fields."""
+    return {"time": time.time(), "node": node, "kind": kind, **fields}
+
+
+def encode(rec: dict[str, Any]) -> str:
+    """A record as its line in the log."""
+    return json.dumps(rec, separators=(",", ":"), default=str) + "\n"
+
+
 class AuditLog:
     def __init__(self, path: str | Path | None = None, node: str | None = None, *,
                  max_bytes: int = DEFAULT_MAX_BYTES, backups: int = DEFAULT_BACKUPS,
@@ -72,8 +82,29 @@ class AuditLog:
         return os.fdopen(fd, "a", buffering=1)
 
     def write(self, kind: str, /, **fields: Any) -> dict[str, Any]:
-        rec = {"time": time.time(), "node": self.node, "kind": kind, **fields}
-        line = json.dumps(rec, separators=(",", ":"), default=str) + "\n"
+        rec = record(kind, self.node, fields)
+        self._append(encode(rec))
+        return rec
+
+    def append(self, lines: list[str]) -> None:
+        """Records encoded elsewhere (`encode`), as a decision worker sends them: one
+        write for the batch unless it crosses the rotation size."""
+        if not lines:
+            return
+        text = "".join(lines)
+        size = len(text.encode("utf-8", "replace"))
+        with self._lock:
+            if not (self._own and self._size and self._size + size > self.max_bytes):
+                try:
+                    self._stream.write(text)
+                    self._size += size
+                except (OSError, ValueError) as e:
+                    self._failed(e)
+                return
+        for line in lines:
+            self._append(line)
+
+    def _append(self, line: str) -> None:
         size = len(line.encode("utf-8", "replace"))
         with self._lock:
             try:
@@ -87,7 +118,6 @@ class AuditLog:
                 self._size += size
             except (OSError, ValueError) as e:  # ValueError: the file could not reopen
                 self._failed(e)
-        return rec
 
     def event(self, kind: str, /, *, budget: str, key: Hashable,
               build: Callable[[], dict[str, Any]] | None = None, **fields: Any) -> None:

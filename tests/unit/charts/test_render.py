@@ -29,7 +29,7 @@ EVERYTHING = [
     "discovery.quarantineShadow=true", "discovery.allow={10.0.0.0/8,192.0.2.1}",
     "nodeSelector.kubernetes\\.io/os=linux", "podAnnotations.example\\.com/team=platform",
     "securityContext.mode=capabilities", "securityContext.extraCapabilities={SYS_ADMIN}",
-    "decision.socketGroup=1337", "updateStrategy.maxUnavailable=10%",
+    "decision.socketGroup=1337", "decision.workers=0", "updateStrategy.maxUnavailable=10%",
     "metrics.serviceMonitor.labels.release=prometheus",
 ]
 
@@ -107,6 +107,7 @@ def test_defaults_are_what_a_platform_team_expects() -> None:
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert c["securityContext"] == {"privileged": True}
     assert "--authz-socket-group=0" in c["args"]
+    assert not any(a.startswith("--authz-workers") for a in c["args"])  # the agent picks
 
 
 def test_everything_on_renders_as_asked() -> None:
@@ -125,6 +126,7 @@ def test_everything_on_renders_as_asked() -> None:
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"
     assert "--allow=10.0.0.0/8" in c["args"] and "--quarantine-shadow" in c["args"]
+    assert "--authz-workers=0" in c["args"]  # 0 is a value, not "unset"
     pod = by_kind(docs)["DaemonSet"]["spec"]["template"]
     assert pod["metadata"]["annotations"] == {"example.com/team": "platform"}
     assert pod["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}

@@ -50,6 +50,8 @@ def test_default_values_fit_the_schema() -> None:
     (("baseline", "mode"), "some"),
     (("updateStrategy", "maxUnavailable"), 0),
     (("decision", "socketGroup"), -5),
+    (("decision", "workers"), 65),
+    (("decision", "workers"), "auto"),
     (("metrics", "serviceMonitor", "enabled"), "yes"),
 ])
 def test_schema_refuses(path: tuple[str, ...], value: object) -> None:

@@ -41,6 +41,7 @@ class Issuer:
     keys: list[ECKey | RSAKey] = field(default_factory=list)
     fetches: int = 0
     port: int = 0
+    delay: float = 0.0  # seconds the JWKS endpoint takes to answer (a slow issuer)
 
     @property
     def jwks_uri(self) -> str:
@@ -79,6 +80,7 @@ class IssuerHTTP:
                     self.send_response(404)
                     self.end_headers()
                     return
+                time.sleep(iss.delay)
                 body = json.dumps(iss.jwks()).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -166,7 +168,7 @@ def start_server(tmp_path: Path, reg: Path, pol: Path, **overrides: Any) -> Runn
     audit = tmp_path / "audit.jsonl"
     cfg = ServerConfig(registry=reg, policies=pol, socket=tmp_path / "run" / "authz.sock",
                        http="127.0.0.1:0", audit_log=str(audit), reload_interval=0.05,
-                       workers=4, **overrides)
+                       **overrides)
     server = DecisionServer(cfg, facts=facts,
                             tracer_provider=make_provider(exporter=spans, batch=False))
     server.start()
