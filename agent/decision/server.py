@@ -53,6 +53,7 @@ from agent.registry.policyset import PolicyFolder
 from agent.telemetry.audit import AuditLog
 from agent.telemetry.http import HttpServer
 from agent.telemetry.metrics import AUTHZ_DECISIONS, AUTHZ_LATENCY, AUTHZ_SERVING
+from agent.telemetry.tracing import records
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class DecisionServer:
             authenticator=Authenticator(jwks, audiences=config.audiences, leeway=config.leeway,
                                         jwt_metadata_key=config.jwt_metadata_key),
             delegation=self.delegation, minter=self.minter,
-            facts=facts, audit=self.audit, tracer=tracer)
+            facts=facts, audit=self.audit, tracer=tracer, spans=records(tracer_provider))
         if config.workers < 0:
             raise ConfigError(f"--workers `{config.workers}`: expected 0 (decide in this "
                               "process) or more")

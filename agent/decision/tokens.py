@@ -22,11 +22,13 @@ rotation never strands a token in flight. With a `path`, the ring is saved
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,12 @@ ALG = "ES256"
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@functools.lru_cache(maxsize=16)
+def _header(kid: str) -> str:
+    return _b64(json.dumps({"alg": ALG, "typ": "JWT", "kid": kid},
+                           separators=(",", ":")).encode())
 
 
 @dataclass(frozen=True)
@@ -147,8 +155,7 @@ class KeyRing:
         priv = k.key.private_key
         if not isinstance(priv, ec.EllipticCurvePrivateKey):
             raise TokenError(f"key `{k.kid}` has no private part")
-        header = _b64(json.dumps({"alg": ALG, "typ": "JWT", "kid": k.kid},
-                                 separators=(",", ":")).encode())
+        header = _header(k.kid)
         body = _b64(json.dumps(claims, separators=(",", ":")).encode())
         signing_input = f"{header}.{body}".encode()
         r, s = decode_dss_signature(priv.sign(signing_input, ec.ECDSA(hashes.SHA256())))
@@ -243,18 +250,49 @@ def unnest_actors(act: Any, limit: int = 32) -> list[str]:
 
 
 class TokenMinter:
+    """Mints per-hop tokens, and reuses a fresh one for the same hop.
+
+    A token says who (subject and chain), to whom (audience) and what
+    (action, resource); the same allowed call made again within `reuse_for`
+    seconds of a token's `iat` gets that same token (so the same `jti`),
+    which then has at least `lifetime - reuse_for` seconds left: signing is
+    a third of a decision's cost, and an agent calls the same tool again
+    and again. Every call is still decided; only an allowed one gets a
+    token, and a token is never shared between two hops that differ in any
+    claim, nor across a key rotation or an issuer change. `reuse_for=0`
+    mints one per call.
+    """
+
     def __init__(self, keys: KeyRing, issuer: str, lifetime: int = MAX_LIFETIME,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, reuse_for: int | None = None,
+                 cache_size: int = 4096) -> None:
         if not 0 < lifetime <= MAX_LIFETIME:
             raise TokenError(f"token lifetime `{lifetime}` s: must be 1..{MAX_LIFETIME} s")
         self.keys = keys
         self.issuer = issuer
         self.lifetime = lifetime
         self.clock = clock
+        self.reuse_for = lifetime // 4 if reuse_for is None else reuse_for
+        if not 0 <= self.reuse_for < lifetime:
+            raise TokenError(f"token reuse `{self.reuse_for}` s: must be below the "
+                             f"lifetime ({lifetime} s)")
+        self._cache: OrderedDict[tuple[Any, ...], tuple[str, dict[str, Any]]] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.reused = 0
 
     def mint(self, *, subject: str, audience: str, actors: Sequence[str], action: str,
              resource: str) -> tuple[str, dict[str, Any]]:
         now = int(self.clock())
+        key = (self.keys.current.kid, self.issuer, subject, audience, tuple(actors), action,
+               resource)
+        if self.reuse_for:
+            with self._lock:
+                hit = self._cache.get(key)
+                if hit is not None and 0 <= now - hit[1]["iat"] < self.reuse_for:
+                    self._cache.move_to_end(key)
+                    self.reused += 1
+                    return hit
         claims: dict[str, Any] = {
             "iss": self.issuer, "sub": subject, "aud": audience, "iat": now, "nbf": now,
             "exp": now + self.lifetime, "jti": secrets.token_urlsafe(16),
@@ -262,4 +300,11 @@ class TokenMinter:
         act = nest_actors(actors)
         if act is not None:
             claims["act"] = act
-        return self.keys.sign(claims), claims
+        minted = self.keys.sign(claims), claims
+        if self.reuse_for:
+            with self._lock:
+                self._cache[key] = minted
+                self._cache.move_to_end(key)
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return minted

@@ -52,7 +52,12 @@ from agent.decision.sources import Snapshot, SnapshotInputs
 from agent.decision.tokens import KeyRing, TokenMinter
 from agent.telemetry.audit import encode, record
 from agent.telemetry.logs import setup_logging
-from agent.telemetry.tracing import JsonLinesExporter, make_provider, provider_from_env
+from agent.telemetry.tracing import (
+    JsonLinesExporter,
+    make_provider,
+    provider_from_env,
+    records,
+)
 
 log = logging.getLogger("agent.decision.worker")
 
@@ -134,7 +139,7 @@ class Worker:
                                         leeway=spec["leeway"],
                                         jwt_metadata_key=spec["jwt_metadata_key"]),
             delegation=delegation, minter=minter, facts=self.facts, audit=self.reporter,
-            tracer=tracer, observe=self.reporter.observe)
+            tracer=tracer, observe=self.reporter.observe, spans=records(self.provider))
         self.front = GrpcFront(self.point, spec["socket"])
 
     def start(self, serving: bool) -> None:

@@ -85,6 +85,28 @@ def provider_from_env(service: str = "manul") -> TracerProvider | None:
     return make_provider(env.get("OTEL_SERVICE_NAME") or service, OTLPSpanExporter())
 
 
+def records(provider: TracerProvider | None) -> bool:
+    """Whether spans of `provider` can ever be recorded (an exporter reads them)."""
+    return provider is not None and provider.sampler is not ALWAYS_OFF
+
+
+def trace_id_of(headers: Mapping[str, str]) -> str:
+    """The trace id a valid W3C `traceparent` carries, else "" (no span needed)."""
+    parts = headers.get("traceparent", "").strip().split("-")
+    if len(parts) < 4 or len(parts[0]) != 2 or parts[0] == "ff" or len(parts[1]) != 32:
+        return ""
+    tid = parts[1].lower()
+    if tid == "0" * 32 or len(parts[2]) != 16 or len(parts[3]) != 2:
+        return ""
+    try:
+        int(tid, 16), int(parts[2], 16), int(parts[3], 16)
+    except ValueError:
+        return ""
+    if parts[0] == "00" and len(parts) != 4:
+        return ""
+    return tid
+
+
 def parent_context(headers: Mapping[str, str]) -> otel_context.Context:
     """The W3C trace context carried by `headers` (lower-case names); empty if none or invalid."""
     carrier = {k: headers[k] for k in TRACE_HEADERS if k in headers}

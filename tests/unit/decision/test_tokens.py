@@ -7,6 +7,7 @@ import os
 import stat
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from joserfc import jwt
@@ -50,10 +51,46 @@ def test_minted_token_verifies_with_published_jwks(running: Running) -> None:
     assert doc["jwks_uri"].endswith("/.well-known/jwks.json")
 
 
-def test_each_allow_gets_its_own_token(running: Running) -> None:
+def test_the_same_hop_reuses_its_fresh_token_and_no_other_does(running: Running) -> None:
     a = running.ask(mcp_call("get_balance"))["headers"]["authorization"]
     b = running.ask(mcp_call("get_balance"))["headers"]["authorization"]
-    assert a != b
+    assert a == b  # the same allowed call again, seconds later: the same token
+    c = running.ask(mcp_call("list_transactions"))["headers"]["authorization"]
+    assert c != a  # another tool: another token (its claims name the tool)
+
+
+def test_token_reuse_is_bounded_by_time_claims_and_keys() -> None:
+    now = [1000.0]
+    ring = KeyRing(clock=lambda: now[0])
+    minter = TokenMinter(ring, "https://node/manul", lifetime=120, clock=lambda: now[0])
+    assert minter.reuse_for == 30
+
+    def mint(**over: Any) -> tuple[str, dict[str, Any]]:
+        args: dict[str, Any] = {"subject": "s", "audience": "a", "actors": [], "action": "x",
+                                "resource": "r", **over}
+        return minter.mint(**args)
+
+    first = mint()[0]
+    assert mint()[0] == first
+    for over in ({"subject": "t"}, {"audience": "b"}, {"actors": ["s"]}, {"action": "y"},
+                 {"resource": "q"}):
+        assert mint(**over)[0] != first, over
+    now[0] += 29
+    token, again = mint()
+    assert token == first and again["exp"] - now[0] >= 120 - 30  # >= 90 s left
+    now[0] += 1
+    assert mint()[0] != first  # reused for 30 s at most
+    latest = mint()[0]
+    ring.rotate()
+    assert mint()[0] != latest  # a new key signs a new token
+    minter.issuer = "https://elsewhere/manul"
+    assert jwt.decode(mint()[0], KeySet.import_key_set(ring.jwks())).claims["iss"] == \
+        "https://elsewhere/manul"
+    never = TokenMinter(ring, "iss", reuse_for=0, clock=lambda: now[0])
+    assert never.mint(subject="s", audience="a", actors=[], action="x", resource="r")[0] != \
+        never.mint(subject="s", audience="a", actors=[], action="x", resource="r")[0]
+    with pytest.raises(TokenError):
+        TokenMinter(ring, "iss", lifetime=60, reuse_for=60)
 
 
 def test_act_chain_in_delegated_tokens(running: Running) -> None:
