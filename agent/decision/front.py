@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
@@ -125,6 +126,13 @@ class GrpcFront:
             asyncio.run_coroutine_threadsafe(self._set(serving), loop).result(timeout=5)
         except (RuntimeError, TimeoutError, futures.TimeoutError) as e:
             log.warning("could not update the health of %s: %s", self.path, e)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the event loop (from any thread); nothing if it is not running."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(fn)
 
     def stop(self, grace: float = 1.0) -> None:
         self._grace = grace

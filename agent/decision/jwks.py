@@ -164,6 +164,7 @@ class JWKSCache:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._discovered: dict[str, str] = {}
+        self._discovery_failed: dict[str, tuple[float, str]] = {}  # issuer -> (when, why)
 
     def jwks_uri(self, issuer: str, configured: str) -> str:
         if configured:
@@ -171,8 +172,21 @@ class JWKSCache:
         found = self._discovered.get(issuer)
         if found:
             return found
+        failed = self._discovery_failed.get(issuer)
+        if failed is not None and self.clock() - failed[0] < self.min_refresh:
+            raise IdentityError(failed[1])  # at most one attempt per min_refresh
         url = issuer.rstrip("/") + "/.well-known/openid-configuration"
         _may_fetch(url)
+        try:
+            uri = self._discover(issuer, url)
+        except IdentityError as e:
+            self._discovery_failed[issuer] = (self.clock(), str(e))
+            raise
+        self._discovery_failed.pop(issuer, None)
+        self._discovered[issuer] = uri
+        return uri
+
+    def _discover(self, issuer: str, url: str) -> str:
         try:
             doc = json.loads(self.fetch(url))
         except ValueError as e:
@@ -182,7 +196,6 @@ class JWKSCache:
         uri = doc.get("jwks_uri")
         if not isinstance(uri, str) or not loopback_or_tls(uri):
             raise IdentityError(f"issuer `{issuer}`: discovery gives no usable `jwks_uri`")
-        self._discovered[issuer] = uri
         return uri
 
     def _entry(self, uri: str) -> _Entry:
@@ -210,13 +223,21 @@ class JWKSCache:
     def key_for(self, issuer: str, configured_uri: str, kid: str) -> PublicKey:
         uri = self.jwks_uri(issuer, configured_uri)
         e = self._entry(uri)
-        with e.lock:
+        if getattr(_thread, "no_fetch", False):
+            # on the event loop: never wait for another thread's fetch either
+            if not e.lock.acquire(blocking=False):
+                raise FetchNeeded(uri)
+        else:
+            e.lock.acquire()
+        try:
             if self.clock() - e.fetched > self.max_age:
                 self._refresh(uri, e, forced=False)
             key = _pick(e.keys, kid)
             if key is None:
                 self._refresh(uri, e, forced=True)
                 key = _pick(e.keys, kid)
+        finally:
+            e.lock.release()
         if key is None:
             raise IdentityError(f"issuer `{issuer}` has no key `{kid}`")
         return key

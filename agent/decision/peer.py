@@ -276,6 +276,7 @@ class PeerGate:
         self.accepting = False
         self.last_error = ""
         self._sock: socket.socket | None = None
+        self._bound: int | None = None  # the inode of the socket this gate created
         self._relays: set[_Relay] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -288,6 +289,7 @@ class PeerGate:
 
     def start(self) -> None:
         self._sock = bind_private(self.path, self.mode, self.group)
+        self._bound = os.stat(self.path).st_ino
         self._set_accepting(True)
         self._thread = threading.Thread(target=self._accept_loop, daemon=True,
                                         name="manul-authz-accept")
@@ -404,5 +406,8 @@ class PeerGate:
             relays = list(self._relays)
         for r in relays:
             r.close()
+        # remove our socket only: a gate that never bound, or whose path another
+        # server has taken since, leaves it alone
         with contextlib.suppress(OSError):
-            self.path.unlink()
+            if self._bound is not None and os.stat(self.path).st_ino == self._bound:
+                self.path.unlink()

@@ -3,16 +3,24 @@
 `WorkerPool` starts `n` worker processes (`agent.decision.worker`), each
 with a socket pair to the agent, and sends each what it decides with (the
 snapshot's inputs, the signing keys, the node facts, the health to
-answer). When one of those changes in the agent, `push(kind)` sends the
-latest state to every worker from one sender thread (a stuck worker cannot
-block the agent's writers; pushes coalesce). One thread per worker reads
-what it sends back: audit records go to the agent's one audit log,
+answer). When one of those changes in the agent, `push(kind)` marks it for
+every worker; each worker has a sender thread of its own that sends the
+latest value (pushes coalesce; small and urgent ones — facts, health,
+keys — before a snapshot), so neither the agent's writers nor the other
+workers ever wait on a slow worker. One thread per worker reads what it
+sends back (JSON, not pickle: the agent trusts nothing a worker says
+beyond records and counts): audit lines go to the agent's one audit log,
 decision counts and latencies to the agent's metrics.
 
-A worker that dies is logged (with its exit status) and started again,
-after 1 s, doubling up to 30 s while it keeps dying; meanwhile `PeerGate`
-sends new connections to the live ones (`live()`), and with none alive the
-decision point reports NOT_SERVING.
+Every second each worker is asked for a `pong` from its event loop; one
+that does not answer within `LIVENESS_TIMEOUT` (wedged, stopped, or too
+far behind on its updates) is taken out of rotation and killed. A worker
+that dies, or that reports it could not apply an update, is logged (with
+its exit status) and started again after 1 s, doubling up to 30 s while it
+keeps dying; meanwhile `PeerGate` sends new connections to the live ones
+(`live()`), and with none alive the decision point reports NOT_SERVING.
+Workers run `python -P` from `/`, so nothing in the agent's working
+directory can stand in for Manul's code.
 """
 
 from __future__ import annotations
@@ -38,7 +46,10 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 120.0  # a worker parses the whole policy set before it is ready
 STOP_TIMEOUT = 5.0
+PING_EVERY = 1.0
+LIVENESS_TIMEOUT = 10.0  # seconds without a pong before a ready worker is killed
 _KINDS = ("snapshot", "keys", "facts", "health")
+_SEND_ORDER = ("facts", "health", "keys", "snapshot")  # urgent and small first
 
 
 def default_workers() -> int:
@@ -62,6 +73,10 @@ class _Slot:
     last_exit: str = ""
     failure: str = ""
     sent: dict[str, Any] = field(default_factory=dict)  # what this worker holds, per kind
+    dirty: set[str] = field(default_factory=set)  # kinds to check and send
+    wake: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    pong_at: float = 0.0  # monotonic: the last pong (or when it became ready)
 
 
 class WorkerPool:
@@ -81,10 +96,8 @@ class WorkerPool:
         self.observe = observe
         self.on_change = on_change
         self.slots = [_Slot(i, os.path.join(directory, f"worker-{i}.sock")) for i in range(n)]
+        self.liveness_timeout = LIVENESS_TIMEOUT
         self._stopping = threading.Event()
-        self._dirty: set[str] = set()
-        self._dirty_lock = threading.Lock()
-        self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------
@@ -96,10 +109,10 @@ class WorkerPool:
                                  name=f"manul-authz-worker-{slot.index}")
             self._threads.append(t)
             t.start()
-        sender = threading.Thread(target=self._send_loop, daemon=True,
-                                  name="manul-authz-push")
-        self._threads.append(sender)
-        sender.start()
+        watchdog = threading.Thread(target=self._watch, daemon=True,
+                                    name="manul-authz-watchdog")
+        self._threads.append(watchdog)
+        watchdog.start()
         deadline = time.monotonic() + timeout
         for slot in self.slots:
             while not slot.ready.wait(0.1):
@@ -110,14 +123,16 @@ class WorkerPool:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
         for slot in self.slots:
-            ch = slot.channel
+            slot.wake.set()
+            with slot.lock:
+                ch = slot.channel
             if ch is not None:
                 with contextlib.suppress(ChannelClosed):
                     ch.send("stop")
         for slot in self.slots:
-            proc = slot.proc
+            with slot.lock:
+                proc = slot.proc
             if proc is None:
                 continue
             try:
@@ -139,7 +154,8 @@ class WorkerPool:
     def describe(self) -> dict[str, Any]:
         return {"configured": len(self.slots), "ready": len(self.live()),
                 "workers": [{"pid": s.pid, "ready": s.ready.is_set(), "restarts": s.restarts,
-                             "last_exit": s.last_exit} for s in self.slots]}
+                             "last_exit": s.last_exit, "failure": s.failure}
+                            for s in self.slots]}
 
     # -- keeping workers current ---------------------------------------------
 
@@ -147,32 +163,60 @@ class WorkerPool:
         """Send the current `kind` to every worker soon (coalesced, never blocking)."""
         if kind not in _KINDS:
             raise ValueError(f"unknown state `{kind}`")
-        with self._dirty_lock:
-            self._dirty.add(kind)
-        self._wake.set()
+        for slot in self.slots:
+            with slot.lock:
+                slot.dirty.add(kind)
+            slot.wake.set()
 
-    def _send_loop(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait()
-            self._wake.clear()
-            with self._dirty_lock:
-                kinds, self._dirty = self._dirty, set()
-            for kind in _KINDS:  # snapshot before health: a worker serves what it has
-                if kind not in kinds or self._stopping.is_set():
-                    continue
-                try:
-                    value = self.state(kind)
-                except Exception:
-                    log.exception("cannot read the %s for the decision workers", kind)
-                    continue
-                for slot in self.slots:
-                    ch = slot.channel
-                    if ch is None or not slot.ready.is_set() or _holds(slot, kind, value):
-                        continue
-                    # a failed send: its supervisor sees it die and restarts it
-                    with contextlib.suppress(ChannelClosed):
-                        ch.send(kind, value)
-                        slot.sent[kind] = value
+    def _send_loop(self, slot: _Slot, channel: Channel, gone: threading.Event) -> None:
+        """One worker's sender, for one process's life: its updates and its pings."""
+        seq = 0
+        next_ping = time.monotonic()
+        while not (self._stopping.is_set() or gone.is_set()):
+            slot.wake.wait(max(0.0, next_ping - time.monotonic()))
+            slot.wake.clear()
+            try:
+                if slot.ready.is_set():
+                    with slot.lock:
+                        kinds, slot.dirty = slot.dirty, set()
+                    for kind in _SEND_ORDER:
+                        if kind in kinds and not (self._stopping.is_set() or gone.is_set()):
+                            value = self.state(kind)
+                            if not _holds(slot, kind, value):
+                                channel.send(kind, value)
+                                slot.sent[kind] = value
+                if time.monotonic() >= next_ping:
+                    seq += 1
+                    channel.send("ping", seq)
+                    next_ping = time.monotonic() + PING_EVERY
+            except ChannelClosed:
+                return  # it died: its supervisor restarts it
+            except Exception:  # never let one bad value end this worker's updates
+                log.exception("cannot update decision worker %d; restarting it", slot.index)
+                self._kill(slot, "an update could not be sent")
+                return
+
+    def _watch(self) -> None:
+        """Kill a ready worker whose event loop stopped answering pings."""
+        while not self._stopping.wait(PING_EVERY / 2):
+            now = time.monotonic()
+            for slot in self.slots:
+                if slot.ready.is_set() and now - slot.pong_at > self.liveness_timeout:
+                    log.error("decision worker %d (pid %d) has not answered for %.0f s; "
+                              "restarting it", slot.index, slot.pid, now - slot.pong_at)
+                    self._kill(slot, f"no answer for {now - slot.pong_at:.0f} s")
+
+    def _kill(self, slot: _Slot, why: str) -> None:
+        slot.failure = why
+        was_ready = slot.ready.is_set()
+        slot.ready.clear()
+        with slot.lock:
+            proc = slot.proc
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+        if was_ready and self.on_change is not None:
+            self.on_change()
 
     # -- one worker's life -----------------------------------------------------
 
@@ -201,23 +245,39 @@ class WorkerPool:
             os.unlink(slot.socket)  # a stale socket of a worker that died
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            # -P and cwd /: the agent's working directory is not on the worker's path
             proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.decision.worker", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+                [sys.executable, "-P", "-m", "agent.decision.worker", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, cwd="/")
         finally:
             theirs.close()
-        channel = Channel(ours)
-        slot.proc, slot.channel, slot.pid = proc, channel, proc.pid
+        channel = Channel(ours, json_in=True)
+        with slot.lock:
+            slot.proc, slot.channel, slot.pid = proc, channel, proc.pid
+        gone = threading.Event()
+        sender = threading.Thread(target=self._send_loop, args=(slot, channel, gone),
+                                  daemon=True, name=f"manul-authz-push-{slot.index}")
         try:
+            if self._stopping.is_set():  # stop() came while it was being started
+                return
             slot.sent = {k: self.state(k) for k in _KINDS}
             channel.send("init", dict(self.spec, socket=slot.socket),
                          *(slot.sent[k] for k in _KINDS))
+            sender.start()
             self._read(slot, channel)
+        except ChannelClosed:
+            pass
         finally:
+            gone.set()
+            slot.wake.set()
             was_ready = slot.ready.is_set()
             slot.ready.clear()
-            slot.channel = None
+            with slot.lock:
+                slot.channel = None
             channel.close()
+            if self._stopping.is_set() and proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    proc.kill()  # stopping: it was told to stop, or started too late
             try:
                 code = proc.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -236,12 +296,28 @@ class WorkerPool:
                 return
             kind = message[0]
             if kind == "audit":
-                if self.audit is not None:
-                    self.audit.append(message[1])
+                lines = message[1] if len(message) == 2 else None
+                if not isinstance(lines, list) or not all(
+                        isinstance(x, str) and x.endswith("\n") and x.count("\n") == 1
+                        for x in lines):
+                    log.error("decision worker %d sent malformed audit records; dropped",
+                              slot.index)
+                elif self.audit is not None:
+                    self.audit.append(lines)
             elif kind == "metrics":
-                self.observe(message[1], message[2])
+                counts, lat = (message[1], message[2]) if len(message) == 3 else ({}, None)
+                if (isinstance(counts, dict) and isinstance(lat, list)
+                        and all(k in ("allow", "deny") and isinstance(v, int)
+                                for k, v in counts.items())
+                        and all(isinstance(x, int | float) for x in lat)):
+                    self.observe(counts, [float(x) for x in lat])
+                else:
+                    log.error("decision worker %d sent malformed metrics; dropped", slot.index)
+            elif kind == "pong":
+                slot.pong_at = time.monotonic()
             elif kind == "ready":
                 slot.failure = ""
+                slot.pong_at = time.monotonic()
                 slot.ready.set()
                 log.info("decision worker %d ready (pid %d)", slot.index, slot.pid)
                 # what changed while it started reaches it now (nothing else is resent)
@@ -250,8 +326,13 @@ class WorkerPool:
                 if self.on_change is not None:
                     self.on_change()
             elif kind == "failed":
-                slot.failure = str(message[1])
-                log.error("decision worker %d: %s", slot.index, slot.failure)
+                # it kept deciding on what it had: a worker behind the agent is
+                # restarted (and then starts from the agent's state)
+                log.error("decision worker %d: %s", slot.index, message[1])
+                if slot.ready.is_set():
+                    self._kill(slot, f"could not apply an update: {message[1]}")
+                else:
+                    slot.failure = str(message[1])
             else:
                 log.error("decision worker %d sent an unknown message `%s`", slot.index, kind)
 

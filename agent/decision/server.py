@@ -230,12 +230,19 @@ class DecisionServer:
             else:
                 assert self.front is not None
                 self.front.start()
+            self.gate.start()
         except ConfigError:
+            # nothing started is left running: workers, the gRPC server, the HTTP port
+            if self.pool is not None:
+                self.pool.stop()
+            if self.front is not None:
+                self.front.stop(0)
             if self._own_http and self.http is not None:
                 self.http.stop()
+            if self._own_audit and self.audit is not None:
+                self.audit.close()
             shutil.rmtree(self._private, ignore_errors=True)
             raise
-        self.gate.start()
         self._set_health()
         self._maint.start()
         snap = self.sources.snapshot

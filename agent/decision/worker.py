@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import logging
 import os
@@ -141,15 +142,31 @@ class Worker:
             delegation=delegation, minter=minter, facts=self.facts, audit=self.reporter,
             tracer=tracer, observe=self.reporter.observe, spans=records(self.provider))
         self.front = GrpcFront(self.point, spec["socket"])
+        self._pending: SnapshotInputs | None = None
+        self._build_lock = threading.Lock()
+        self._build_wake = threading.Event()
+        self._build_stop = threading.Event()
+        self._builder = threading.Thread(target=self._build_loop, daemon=True,
+                                         name="manul-worker-snapshot")
 
     def start(self, serving: bool) -> None:
         gc.freeze()
         self.reporter.start()
         self.front.set_health(serving)
         self.front.start()
+        self._builder.start()
 
     def serve(self) -> None:
-        """Apply what the agent sends until it says stop or goes away."""
+        """Apply what the agent sends until it says stop or goes away. A snapshot
+        is built on a thread of its own (the latest one wins), so facts, keys and
+        health sent meanwhile apply at once."""
+        try:
+            self._serve()
+        finally:
+            self._build_stop.set()
+            self._build_wake.set()
+
+    def _serve(self) -> None:
         while True:
             try:
                 message = self.channel.recv()
@@ -161,7 +178,12 @@ class Worker:
                 if kind == "stop":
                     return
                 if kind == "snapshot":
-                    self._snapshot(message[1])
+                    with self._build_lock:
+                        self._pending = message[1]
+                    self._build_wake.set()
+                elif kind == "ping":
+                    # answered from the event loop: a wedged loop does not answer
+                    self.front.call_soon(functools.partial(self._send, "pong", message[1]))
                 elif kind == "keys":
                     self.keys.replace(message[1])
                 elif kind == "facts":
@@ -173,6 +195,20 @@ class Worker:
             except Exception as e:  # one bad update must not end the worker
                 log.exception("could not apply `%s` from the agent", kind)
                 self._send("failed", f"{kind}: {type(e).__name__}: {e}")
+
+    def _build_loop(self) -> None:
+        while not self._build_stop.is_set():
+            self._build_wake.wait()
+            self._build_wake.clear()
+            with self._build_lock:
+                inputs, self._pending = self._pending, None
+            if inputs is None or self._build_stop.is_set():
+                continue
+            try:
+                self._snapshot(inputs)
+            except Exception as e:  # the agent restarts a worker that falls behind
+                log.exception("could not build snapshot %d", inputs.version)
+                self._send("failed", f"snapshot: {type(e).__name__}: {e}")
 
     def _snapshot(self, inputs: SnapshotInputs) -> None:
         t = time.perf_counter()
@@ -208,7 +244,7 @@ def main(argv: list[str]) -> int:
         return 2
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent stops us (a Ctrl-C reaches both)
-    channel = Channel(socket.socket(fileno=int(argv[1])))
+    channel = Channel(socket.socket(fileno=int(argv[1])), json_out=True)
     try:
         first = channel.recv()
     except ChannelClosed:

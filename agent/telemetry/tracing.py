@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -90,19 +91,18 @@ def records(provider: TracerProvider | None) -> bool:
     return provider is not None and provider.sampler is not ALWAYS_OFF
 
 
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+
+
 def trace_id_of(headers: Mapping[str, str]) -> str:
-    """The trace id a valid W3C `traceparent` carries, else "" (no span needed)."""
-    parts = headers.get("traceparent", "").strip().split("-")
-    if len(parts) < 4 or len(parts[0]) != 2 or parts[0] == "ff" or len(parts[1]) != 32:
+    """The trace id a valid W3C `traceparent` carries, else "" (no span needed):
+    the rules of the W3C propagator (lower-case hex, version ff invalid, no
+    all-zero ids, nothing after the flags in version 00)."""
+    m = _TRACEPARENT.match(headers.get("traceparent", "").strip())
+    if m is None:
         return ""
-    tid = parts[1].lower()
-    if tid == "0" * 32 or len(parts[2]) != 16 or len(parts[3]) != 2:
-        return ""
-    try:
-        int(tid, 16), int(parts[2], 16), int(parts[3], 16)
-    except ValueError:
-        return ""
-    if parts[0] == "00" and len(parts) != 4:
+    version, tid, parent, _, rest = m.groups()
+    if version == "ff" or tid == "0" * 32 or parent == "0" * 16 or (version == "00" and rest):
         return ""
     return tid
 

@@ -12,6 +12,8 @@ And the event loop that decides never waits on a slow issuer.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -73,7 +75,7 @@ def _audit(r: Running) -> list[dict[str, object]]:
 def test_workers_decide_and_the_agent_records(workers: Running) -> None:
     detail = workers.server.health_detail()[1]
     assert detail["serving"] and detail["workers"]["ready"] == 2
-    assert all(psutil.Process(p).cmdline()[1:3] == ["-m", "agent.decision.worker"]
+    assert all(psutil.Process(p).cmdline()[1:4] == ["-P", "-m", "agent.decision.worker"]
                for p in _pids(workers))
 
     def count(decision: str) -> float:
@@ -250,6 +252,144 @@ def test_a_slow_issuer_never_stalls_the_other_decisions(
         assert fast["allowed"] and fast_at < 1.5, fast_at  # answered during the fetch
         assert slow["metadata"]["caller"] == "support/support-bot"  # ... which completed
         assert time.monotonic() - t0 >= 2.0
+    finally:
+        k8s.delay = 0.0
+        running.server.stop()
+
+
+def _pinned_channels(r: Running) -> tuple[list[grpc.Channel], dict[str, int]]:
+    """Four long-lived connections (two per worker) and, per worker socket, the
+    index of one of them."""
+    channels = [grpc.insecure_channel(f"unix:{r.socket}",
+                                      options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(4)]
+    which: dict[str, int] = {}
+    for i, ch in enumerate(channels):
+        with r.server.gate._lock:
+            before = set(r.server.gate._relays)
+        external_auth_pb2_grpc.AuthorizationStub(ch).Check(
+            build_check_request(mcp_call("get_balance")), timeout=10)
+        with r.server.gate._lock:
+            new = set(r.server.gate._relays) - before
+        for relay in new:  # the connection this channel opened
+            which.setdefault(relay.upstream, i)
+    return channels, which
+
+
+def _ask_on(ch: grpc.Channel, spec: dict[str, object]) -> dict[str, object]:
+    return response_summary(external_auth_pb2_grpc.AuthorizationStub(ch).Check(
+        build_check_request(spec), timeout=5))
+
+
+def test_a_wedged_worker_holds_back_no_update_and_is_restarted(workers: Running,
+                                                              folders: tuple[Path, Path]
+                                                              ) -> None:
+    pool = workers.server.pool
+    assert pool is not None
+    pool.liveness_timeout = 2.0
+    channels, which = _pinned_channels(workers)
+    try:
+        stuck, healthy = pool.slots[0], pool.slots[1]
+        assert set(which) == {stuck.socket, healthy.socket}
+        old = stuck.pid
+        os.kill(old, signal.SIGSTOP)  # wedged: alive, its socket pair never read
+        _, pol = folders
+        # more than a socket pair's buffer for the stuck one, then a quarantine
+        (pol / "zz-big.cedar").write_text("".join(
+            f'@id("big{i}") forbid(principal, action == Action::"invokeTool", resource) '
+            f'when {{ context.delegation_depth > {1000 + i} }};\n' for i in range(3000)))
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        workers.server.point.facts.set_quarantined("finance/analyst")
+        ch = channels[which[healthy.socket]]
+        _wait(lambda: not _ask_on(ch, mcp_call("get_balance"))["allowed"], 3,
+              "the quarantine on the healthy worker")
+        assert time.monotonic() - t0 < 3
+        # the wedged one stops answering pings: killed and started again
+        _wait(lambda: stuck.pid != old and stuck.ready.is_set(), 30, "the restart")
+        assert "no answer" in stuck.failure or stuck.restarts >= 1
+        assert psutil.Process(stuck.pid).is_running()
+        r = workers.ask(mcp_call("get_balance"))
+        assert r["body"]["policies"] == ["quarantined-callers"]
+    finally:
+        for c in channels:
+            c.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old, signal.SIGCONT)
+
+
+def test_a_worker_that_cannot_apply_an_update_is_restarted(workers: Running) -> None:
+    pool = workers.server.pool
+    assert pool is not None
+    real = pool.state
+    broken = dataclasses.replace(workers.server.sources.inputs,
+                                 policies=(("bad.cedar", "permit(principal"),), version=999)
+    once = {"done": False}
+
+    def state(kind: str) -> object:
+        if kind == "snapshot" and not once["done"]:
+            once["done"] = True
+            return broken
+        return real(kind)
+
+    pool.state = state
+    old = _pids(workers)
+    pool.push("snapshot")
+    _wait(lambda: all(s.restarts >= 1 for s in pool.slots) or any(
+        s.restarts >= 1 for s in pool.slots), 20, "a restart")
+    _wait(lambda: len(pool.live()) == 2, 30, "both ready again")
+    assert set(_pids(workers)) != set(old)
+    assert workers.ask(mcp_call("get_balance"))["allowed"]
+
+
+def test_workers_do_not_import_from_the_agents_directory(workers: Running) -> None:
+    for pid in _pids(workers):
+        p = psutil.Process(pid)
+        assert p.cmdline()[1:4] == ["-P", "-m", "agent.decision.worker"]
+        assert p.cwd() == "/"
+
+
+def test_a_slow_fetch_by_another_request_never_stalls_the_loop(
+        tmp_path: Path, folders: tuple[Path, Path], issuers: dict[str, Issuer]) -> None:
+    """A forged `kid` makes a thread refetch the issuer's keys (2 s here); a valid
+    token of that issuer arriving meanwhile must not wait on the loop for that
+    fetch, nor make a SPIFFE call wait."""
+    running = start_server(tmp_path, *folders)
+    k8s = issuers["k8s"]
+
+    def token(kid: str) -> str:
+        now = int(time.time())
+        return jwt.encode({"alg": "RS256", "kid": kid}, {
+            "iss": K8S_ISSUER, "sub": "system:serviceaccount:support:support-bot",
+            "aud": ["manul"], "iat": now, "exp": now + 600}, k8s.keys[0])
+
+    try:
+        good = token(k8s.keys[0].kid)
+        assert running.ask(mcp_call("get_balance", spiffe="", bearer=good))["metadata"][
+            "caller"] == "support/support-bot"  # the issuer's keys are cached now
+        k8s.delay = 2.0
+        done: dict[str, float] = {}
+        t0 = time.monotonic()
+
+        def timed(name: str, spec: dict[str, object]) -> None:
+            running.ask(spec)
+            done[name] = time.monotonic() - t0
+
+        threads = [threading.Thread(target=timed, args=("forged", mcp_call(
+            "get_balance", spiffe="", bearer=token("no-such-kid"))))]
+        threads[0].start()
+        time.sleep(0.3)
+        threads.append(threading.Thread(target=timed, args=("valid", mcp_call(
+            "get_balance", spiffe="", bearer=good))))
+        threads[-1].start()
+        time.sleep(0.2)
+        threads.append(threading.Thread(target=timed, args=("spiffe", mcp_call(
+            "get_balance"))))
+        threads[-1].start()
+        for t in threads:
+            t.join(15)
+        assert done["spiffe"] < 1.2, done  # sent at 0.5 s: answered at once
+        assert done["forged"] >= 2.0
     finally:
         k8s.delay = 0.0
         running.server.stop()
