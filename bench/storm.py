@@ -42,8 +42,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -55,6 +53,7 @@ os.environ.setdefault("MANUL_BPF_DIR", str(ROOT / "build" / "bpf"))
 from agent.kernel.fs import BPFFS, cgroup2_root, ensure_bpffs  # noqa: E402
 from agent.sandbox import counters as C  # noqa: E402
 from agent.sandbox.kernel import SandboxMaps, unload  # noqa: E402
+from tests.support import http_get  # noqa: E402
 
 SECONDS = float(os.environ.get("STORM_SECONDS", "5"))
 SIZES = [int(x) for x in os.environ.get("STORM_SIZES", "1,10").split(",")]
@@ -82,13 +81,7 @@ def _cpu(pid: int) -> float:
 
 
 def _get(path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except urllib.error.URLError:
-        return 0, ""
+    return http_get(PORT, path)
 
 
 def _metric(text: str, name: str) -> float:

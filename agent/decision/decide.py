@@ -62,6 +62,14 @@ def observe_metrics(decision: str, seconds: float) -> None:
     AUTHZ_LATENCY.observe(seconds)
 
 
+def observe_batch(counts: dict[str, int], latencies: list[float]) -> None:
+    """A decision worker's batch, into the same metrics (`agent.decision.pool`)."""
+    for decision, n in counts.items():
+        AUTHZ_DECISIONS.labels(decision=decision).inc(n)
+    for seconds in latencies:
+        AUTHZ_LATENCY.observe(seconds)
+
+
 @dataclass(frozen=True)
 class Outcome:
     allowed: bool

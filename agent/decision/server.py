@@ -37,7 +37,7 @@ from typing import Any
 from envoy.service.auth.v3 import external_auth_pb2
 from opentelemetry.sdk.trace import TracerProvider
 
-from agent.decision.decide import DecisionPoint
+from agent.decision.decide import DecisionPoint, observe_batch
 from agent.decision.delegation import DelegationVerifier
 from agent.decision.facts import NodeFacts
 from agent.decision.front import SERVICE_NAME, GrpcFront
@@ -52,7 +52,7 @@ from agent.registry import FileSource
 from agent.registry.policyset import PolicyFolder
 from agent.telemetry.audit import AuditLog
 from agent.telemetry.http import HttpServer
-from agent.telemetry.metrics import AUTHZ_DECISIONS, AUTHZ_LATENCY, AUTHZ_SERVING
+from agent.telemetry.metrics import AUTHZ_SERVING
 from agent.telemetry.tracing import records
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class DecisionServer:
         self.pool: WorkerPool | None = None
         if config.workers:
             self.pool = WorkerPool(config.workers, self._private, {}, self._worker_state,
-                                   audit=self.audit, observe=_observe_batch,
+                                   audit=self.audit, observe=observe_batch,
                                    on_change=self._set_health)
             self.point.facts.subscribe(self._facts_changed)
         else:
@@ -326,14 +326,6 @@ class DecisionServer:
                        "unavailable": gate.unavailable,
                        "accept_errors": gate.accept_errors},
             "workers": self.pool.describe() if self.pool is not None else None}
-
-
-def _observe_batch(counts: dict[str, int], latencies: list[float]) -> None:
-    """A worker's batch of decisions, into this process's metrics."""
-    for decision, n in counts.items():
-        AUTHZ_DECISIONS.labels(decision=decision).inc(n)
-    for seconds in latencies:
-        AUTHZ_LATENCY.observe(seconds)
 
 
 __all__ = ["SERVICE_NAME", "DecisionServer", "ServerConfig", "external_auth_pb2"]

@@ -27,8 +27,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -37,7 +35,7 @@ from typing import Any
 import pytest
 
 from agent.decision.client import ask, build_check_request
-from tests.support import ROOT, Cgroup, drop_pin_root, sandbox_pin_root
+from tests.support import ROOT, Cgroup, drop_pin_root, http_get, sandbox_pin_root
 
 PORT = 19474
 PEER = "127.0.0.9"
@@ -101,13 +99,7 @@ def _setup(tmp: Path, parent: Cgroup) -> tuple[Path, Path]:
 
 
 def _get(path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except urllib.error.URLError:  # not listening yet
-        return 0, ""
+    return http_get(PORT, path)
 
 
 def _metric(text: str, name: str, **labels: str) -> float:

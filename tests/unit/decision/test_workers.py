@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import signal
@@ -393,3 +394,46 @@ def test_a_slow_fetch_by_another_request_never_stalls_the_loop(
     finally:
         k8s.delay = 0.0
         running.server.stop()
+
+
+def _connect_as(uid: int, path: str) -> str:
+    """Connect to the Unix socket `path` from a child running as `uid`: "ok" or the errno."""
+    code = ("import os, socket, sys\n"
+            f"os.setgroups([]); os.setgid({uid}); os.setuid({uid})\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            "try:\n    s.connect(sys.argv[1]); print('ok')\n"
+            "except OSError as e:\n    print(e.errno)\n")
+    return subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
+                          timeout=30, check=True).stdout.strip()
+
+
+def test_nobody_reaches_a_worker_around_the_gate(workers: Running) -> None:
+    """A worker's socket answers without a peer check: only the agent may reach it."""
+    pool = workers.server.pool
+    assert pool is not None
+    target = pool.slots[0].socket
+    assert _connect_as(0, target) == "ok"  # positive control: the probe works
+    assert _connect_as(65534, target) == str(errno.EACCES)  # the private 0700 directory
+
+
+def test_a_module_planted_in_the_agents_directory_never_runs(
+        tmp_path: Path, folders: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    plant = tmp_path / "cwd"
+    marker = tmp_path / "planted-ran"
+    (plant / "agent" / "decision").mkdir(parents=True)
+    (plant / "agent" / "__init__.py").write_text("")
+    (plant / "agent" / "decision" / "__init__.py").write_text("")
+    (plant / "agent" / "decision" / "worker.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n")
+    # positive control: `python -m` from that directory runs the planted module
+    subprocess.run([sys.executable, "-m", "agent.decision.worker"], cwd=plant,
+                   capture_output=True, timeout=30, check=False)
+    assert marker.exists()
+    marker.unlink()
+    monkeypatch.chdir(plant)
+    r = start_server(tmp_path, *folders, workers=1)
+    try:
+        assert r.ask(mcp_call("get_balance"))["allowed"]
+    finally:
+        r.server.stop()
+    assert not marker.exists()
